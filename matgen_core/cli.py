@@ -1,0 +1,232 @@
+"""The `matgen` command: train / generate / metrics / bench, for headless and cluster use.
+
+Bad input never prints a traceback: it exits with status 2 and one line saying what is wrong and
+what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .errors import MatgenInputError
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """Parse ``--set key=value`` pairs; values are JSON when they parse as JSON, else strings."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MatgenInputError(f"--set takes key=value, got '{pair}'.")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+class ProgressBar:
+    """A one-line terminal progress bar with losses and ETA, fed by training events."""
+
+    def __init__(self, stream=sys.stderr, every_s: float = 0.5):
+        self.stream, self.every_s, self.last = stream, every_s, 0.0
+
+    def __call__(self, event: dict) -> None:
+        if event["type"] == "done":
+            self.stream.write("\n")
+            self.stream.flush()
+            return
+        if event["type"] != "step":
+            return
+        now = time.monotonic()
+        if now - self.last < self.every_s and event["step"] != event["total_steps"]:
+            return
+        self.last = now
+        step, total = event["step"], event["total_steps"]
+        width = 24
+        filled = int(width * step / max(total, 1))
+        eta = event.get("eta_s")
+        eta_txt = f"{int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else "?"
+        losses = " ".join(f"{k[:6]}={v:.3g}" for k, v in list(event["losses"].items())[:3])
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+                          f"{event['steps_per_s']:.2f} it/s ETA {eta_txt} {losses}   ")
+        self.stream.flush()
+
+
+def cmd_train(args) -> int:
+    from . import io, runs, train
+
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "config.json").exists():
+            raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to start "
+                                   f"a new one.")
+    else:
+        if (out / "config.json").exists():
+            raise MatgenInputError(f"{out} already holds a run; add --resume to continue it, or "
+                                   f"choose another --out folder.")
+        if not args.images:
+            raise MatgenInputError("No training image given; pass the path of a micrograph.")
+        micrographs = []
+        for path in args.images:
+            m = io.read_micrograph(path)
+            if args.segment:
+                m = io.segment(m, args.segment)
+            elif not args.as_is:
+                m = io.require_phases(m)
+            micrographs.append(m)
+        runs.create_run(out, args.model, micrographs, preset=args.preset,
+                        overrides=_overrides(args.set), seed=args.seed)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    callbacks = [] if args.quiet else [ProgressBar()]
+    result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
+                         callbacks=callbacks, stop=stop)
+    print(f"{result['reason']}: step {result['step']} in {result['elapsed_s']:.0f} s; run in {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from . import generate, io
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".vti"):
+        raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
+    shape = generate.parse_shape(size=args.size, shape=args.shape)
+    periodic = tuple(ax in (args.periodic or "").lower() for ax in "zyx")
+    result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
+                               device=args.device, periodic=periodic)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        io.write_npy(out, result.array)
+    elif out.suffix.lower() == ".vti":
+        io.write_vti(out, result.array, voxel_size=result.voxel_size or 1.0)
+    else:
+        io.write_tiff(out, result.array, voxel_size=result.voxel_size, unit=result.unit,
+                      phase_values=result.phase_values if result.kind == "nphase" else None)
+    print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from . import io, metrics
+
+    labels, meta = _read_labels(args.file)
+    voxel = args.voxel_size or meta.get("voxel_size")
+    if args.reference:
+        ref, ref_meta = _read_labels(args.reference)
+        result = metrics.compare(ref, labels, voxel_size=voxel)
+    else:
+        result = metrics.summarize(labels, voxel_size=voxel, unit=meta.get("unit", "px"),
+                                   tortuosity=args.tortuosity)
+    if args.json:
+        print(json.dumps(result, indent=2, default=_json_default))
+    else:
+        print(metrics.format_table(result))
+    return 0
+
+
+def _read_labels(path):
+    """Labels 0..n-1 from an image, a volume (.tif/.npy) or a run's output."""
+    from . import io
+
+    m = io.read_micrograph(path)
+    m = io.require_phases(m)
+    return m.labels, {"voxel_size": m.voxel_size, "unit": m.unit}
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def cmd_bench(args) -> int:
+    import runpy
+
+    bench_dir = Path(__file__).resolve().parent.parent / "bench"
+    script = bench_dir / f"bench_{args.name}.py"
+    if not script.exists():
+        names = sorted(p.stem[len("bench_"):] for p in bench_dir.glob("bench_*.py"))
+        raise MatgenInputError(f"No benchmark '{args.name}'; available: {', '.join(names) or 'none'} "
+                               f"(benchmarks run from a source checkout).")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="matgen", description="MatGen Studio: microstructures from micrographs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a micrograph")
+    t.add_argument("model", help="slicegan, dcgan, vae or vaegan")
+    t.add_argument("images", nargs="*", help="training image(s): 1, or 2-3 for anisotropic SliceGAN")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published)")
+    t.add_argument("--steps", type=int, help="total generator steps (default: the preset's)")
+    t.add_argument("--max-minutes", type=float, help="stop after this many minutes (checkpointed)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--segment", type=int, metavar="N", help="segment grayscale input into N phases")
+    t.add_argument("--as-is", action="store_true", help="train on grayscale / colour values directly")
+    t.add_argument("--norm", choices=["batch", "instance", "none"], help="2D GAN generator norm")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any hyperparameter")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="generate from a trained run")
+    g.add_argument("run", help="run directory")
+    g.add_argument("--out", required=True, help="output file: .tif, .npy or .vti")
+    g.add_argument("--size", type=int, help="cube side in voxels")
+    g.add_argument("--shape", help="Z,Y,X in voxels")
+    g.add_argument("--count", type=int, help="number of images (2D models)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(func=cmd_generate)
+
+    m = sub.add_parser("metrics", help="statistics of an image or volume, or compare with a reference")
+    m.add_argument("file")
+    m.add_argument("--reference", help="reference image or volume to compare against")
+    m.add_argument("--voxel-size", type=float)
+    m.add_argument("--tortuosity", action="store_true", help="also compute tortuosity (slow)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_metrics)
+
+    b = sub.add_parser("bench", help="run a benchmark script from bench/")
+    b.add_argument("name")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "norm", None):
+        args.set = (args.set or []) + [f"norm={json.dumps(args.norm)}"]
+    try:
+        return args.func(args)
+    except MatgenInputError as err:
+        print(f"matgen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("matgen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Pictures of micrographs and volumes for the app: phase colours, 3D surfaces, plotly figures.
+
+No streamlit here. The 3D view is a PyVista plotter holding one smooth, decimated surface per
+phase, built on a downsampled copy of the volume (a full-resolution 128^3 surface is tens of MB,
+far too much for a browser); full resolution is shown in orthogonal slices (plotly) instead.
+
+PyVista renders offscreen through VTK's EGL window on headless machines; we set
+``VTK_DEFAULT_OPENGL_WINDOW`` before VTK is imported unless the user chose something else.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+# One colour per phase, shared by the 3D view, the 2D plots and the colourised label images.
+# Colour-blind friendly; phase 0 (often pore / background) is a neutral dark grey.
+PHASE_COLORS: tuple[str, ...] = (
+    "#4d4d4d",  # 0 dark grey
+    "#e69f00",  # 1 orange
+    "#56b4e9",  # 2 sky blue
+    "#009e73",  # 3 green
+    "#f0e442",  # 4 yellow
+    "#0072b2",  # 5 blue
+    "#d55e00",  # 6 vermillion
+    "#cc79a7",  # 7 pink
+    "#999999",  # 8 light grey
+    "#882255",  # 9 wine
+)
+
+
+def phase_color(i: int, colors: Sequence[str] | None = None) -> str:
+    """Hex colour of phase ``i`` (cycles when there are more phases than colours)."""
+    colors = colors or PHASE_COLORS
+    return colors[int(i) % len(colors)]
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def colorize(labels: np.ndarray, colors: Sequence[str] | None = None) -> np.ndarray:
+    """Label image (any shape, values 0..n-1) -> uint8 RGB image with the phase colours."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if labels.size else 1
+    lut = np.array([hex_to_rgb(phase_color(i, colors)) for i in range(max(n, 1))], dtype=np.uint8)
+    return lut[labels.astype(np.intp)]
+
+
+def to_display(image: np.ndarray, kind: str) -> np.ndarray:
+    """Any 2D array from the core (labels, gray, RGB) -> uint8 image fit for st.image."""
+    image = np.asarray(image)
+    if kind == "nphase":
+        return colorize(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype.kind == "f" and image.size and 0.0 <= float(np.min(image)) and float(np.max(image)) <= 1.0:
+        return (image * 255.0).round().astype(np.uint8)  # the core's [0, 1] images
+    lo, hi = float(np.min(image)), float(np.max(image))
+    scaled = (image.astype(np.float64) - lo) / (hi - lo if hi > lo else 1.0)
+    return (scaled * 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# 3D surfaces
+
+
+def _block_mean(field: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f*f*f blocks, padding the far edges by replication so nothing is cut off."""
+    pads = [(0, (-s) % f) for s in field.shape]
+    if any(p[1] for p in pads):
+        field = np.pad(field, pads, mode="edge")
+    z, y, x = field.shape
+    return field.reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5))
+
+
+def _shrink(field: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Downsample a float field so its longest side is <= max_side. Returns (field, voxel scale)."""
+    shape = np.array(field.shape, dtype=float)
+    scale = np.ones(3)
+    longest = int(shape.max())
+    if longest <= max_side:
+        return field, (1.0, 1.0, 1.0)
+    f = longest // max_side
+    if f >= 2:  # cheap, alias-free integer pooling first
+        field = _block_mean(field, f)
+        scale *= np.array(shape) / np.array(field.shape)
+        shape = np.array(field.shape, dtype=float)
+    if field.shape and max(field.shape) > max_side:
+        from scipy import ndimage
+
+        zoom = max_side / max(field.shape)
+        new = ndimage.zoom(field, zoom, order=1, prefilter=False)
+        scale *= shape / np.array(new.shape)
+        field = new
+    return field, tuple(float(s) for s in scale)
+
+
+def downsample_labels(labels: np.ndarray, max_side: int = 96) -> np.ndarray:
+    """Mode-pool a label volume so its longest side is <= max_side (for quick previews)."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1
+    if max(labels.shape) <= max_side:
+        return labels
+    fractions = [_shrink((labels == p).astype(np.float32), max_side)[0] for p in range(n)]
+    return np.argmax(np.stack(fractions), axis=0).astype(np.uint8)
+
+
+def _contour(field: np.ndarray, scale, voxel_size: float, smooth: bool):
+    import pyvista as pv
+    from scipy import ndimage
+
+    if smooth:
+        field = ndimage.gaussian_filter(field, sigma=0.6, mode="nearest")
+    field = np.pad(field, 1, mode="constant", constant_values=0.0)
+    spacing = tuple(float(voxel_size) * s for s in scale[::-1])
+    grid = pv.ImageData(dimensions=field.shape[::-1], spacing=spacing,
+                        origin=tuple(-s for s in spacing))
+    # (Z, Y, X) C-order == (X, Y, Z) Fortran order: x varies fastest, as VTK wants.
+    grid.point_data["f"] = field.ravel(order="C")
+    surf = grid.contour([0.5], scalars="f", method="flying_edges")
+    surf.clear_data()
+    return surf
+
+
+def phase_surfaces(
+    labels: np.ndarray,
+    phases: Iterable[int] | None = None,
+    max_side: int = 96,
+    voxel_size: float = 1.0,
+    smooth: bool = True,
+    max_faces: int = 120_000,
+) -> dict[int, "object"]:
+    """One closed surface (pyvista.PolyData) per phase of a 3D label volume (Z, Y, X).
+
+    Each phase's indicator is pooled to at most ``max_side`` voxels a side (the local volume
+    fraction, so surfaces stay smooth rather than blocky), blurred a little when ``smooth``,
+    padded with zeros so every surface is closed at the volume's faces, and contoured at 0.5.
+    When the surfaces together would exceed ``max_faces`` triangles (a very fine structure), all
+    phases are redone on a coarser common grid: the browser view stays light (about 35 bytes a
+    triangle) and the phases still meet. Coordinates are physical (x = last axis); a phase with
+    no voxels gets an empty PolyData.
+    """
+    import pyvista as pv
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"phase_surfaces needs a 3D label volume, got shape {labels.shape}")
+    n = int(labels.max()) + 1 if labels.size else 0
+    phases = list(range(n)) if phases is None else [int(p) for p in phases]
+    present = [p for p in phases if np.any(labels == p)]
+    side = int(min(max_side, max(labels.shape)))
+    out: dict[int, object] = {}
+    for _attempt in range(4):
+        out = {p: pv.PolyData() for p in phases}
+        for p in present:
+            field, scale = _shrink((labels == p).astype(np.float32), side)
+            out[p] = _contour(field, scale, voxel_size, smooth)
+        total = sum(s.n_cells for s in out.values())
+        if total <= max_faces or side <= 16:
+            break
+        # triangles fall a bit faster than the square of the grid side (voxel noise goes too)
+        side = max(16, int(side * (max_faces / total) ** (1 / 2.5)))
+    return out
+
+
+def plotter_for(
+    volume: np.ndarray,
+    visible_phases: Iterable[int] | None = None,
+    opacity: float | dict[int, float] = 1.0,
+    colors: Sequence[str] | None = None,
+    *,
+    kind: str = "nphase",
+    voxel_size: float = 1.0,
+    max_side: int = 96,
+    window_size: tuple[int, int] = (720, 520),
+    surfaces: dict[int, object] | None = None,
+):
+    """An off-screen pyvista.Plotter showing ``volume`` (Z, Y, X), ready for stpyvista.
+
+    n-phase volumes: one coloured surface per visible phase (``surfaces`` may pass pre-computed
+    ``phase_surfaces`` output to skip the contouring). Gray / colour volumes: three orthogonal
+    slices through the centre. ``opacity`` is one number or {phase: opacity}.
+    """
+    import pyvista as pv
+
+    volume = np.asarray(volume)
+    p = pv.Plotter(off_screen=True, window_size=list(window_size))
+    p.set_background("white")
+    if kind == "nphase":
+        n = int(volume.max()) + 1 if volume.size else 0
+        visible = list(range(n)) if visible_phases is None else [int(v) for v in visible_phases]
+        if surfaces is None:
+            surfaces = phase_surfaces(volume, visible, max_side=max_side, voxel_size=voxel_size)
+        for ph in visible:
+            surf = surfaces.get(ph)
+            if surf is None or surf.n_points == 0:
+                continue
+            op = opacity.get(ph, 1.0) if isinstance(opacity, dict) else opacity
+            p.add_mesh(
+                surf,
+                color=phase_color(ph, colors),
+                opacity=float(op),
+                smooth_shading=True,
+                name=f"phase {ph}",
+            )
+    else:
+        gray = volume if volume.ndim == 3 else volume.mean(axis=-1)
+        gray_small, scale = _shrink(gray.astype(np.float32), max_side)
+        grid = pv.ImageData(
+            dimensions=gray_small.shape[::-1],
+            spacing=tuple(float(voxel_size) * s for s in scale[::-1]),
+        )
+        grid.point_data["intensity"] = gray_small.ravel(order="C")
+        p.add_mesh(grid.slice_orthogonal(), scalars="intensity", cmap="gray", show_scalar_bar=False)
+    z, y, x = volume.shape[:3]
+    box = pv.Box(bounds=(0, x * voxel_size, 0, y * voxel_size, 0, z * voxel_size))
+    p.add_mesh(box.extract_feature_edges(), color="black", line_width=1)
+    p.camera_position = "iso"
+    p.camera.zoom(0.95)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# plotly figures (pages only show them)
+
+
+def slices_figure(volume: np.ndarray, kind: str, index: tuple[int, int, int] | None = None,
+                  voxel_size: float = 1.0, unit: str = "px"):
+    """Three full-resolution orthogonal slices (XY at z, XZ at y, YZ at x) side by side."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    volume = np.asarray(volume)
+    z, y, x = volume.shape[:3]
+    iz, iy, ix = index if index is not None else (z // 2, y // 2, x // 2)
+    planes = [
+        (f"XY plane (z = {iz})", volume[iz]),
+        (f"XZ plane (y = {iy})", volume[:, iy]),
+        (f"YZ plane (x = {ix})", volume[:, :, ix]),
+    ]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for t, _ in planes],
+                        horizontal_spacing=0.04)
+    for col, (_, img) in enumerate(planes, start=1):
+        fig.add_trace(go.Image(z=to_display(img, kind), hoverinfo="skip"), row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+        fig.update_yaxes(showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}",
+                         row=1, col=col)
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=320)
+    return fig
+
+
+def loss_figure(rows: list[dict], loss_names: Sequence[str] | None = None, max_points: int = 2000):
+    """Training curves: one line per loss against step (long histories are thinned)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if rows:
+        if len(rows) > max_points:
+            stride = math.ceil(len(rows) / max_points)
+            rows = rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
+        names = list(loss_names) if loss_names else [
+            k for k in rows[-1] if k not in ("step", "time_s", "elapsed_s") and
+            isinstance(rows[-1][k], (int, float))
+        ]
+        steps = [r.get("step") for r in rows]
+        for name in names:
+            fig.add_trace(go.Scatter(x=steps, y=[r.get(name) for r in rows], mode="lines", name=name))
+    fig.update_layout(xaxis_title="step", yaxis_title="loss", height=320,
+                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def s2_figure(s2: dict, voxel_size: float | None = None, unit: str = "px", per_axis: bool = False,
+              reference: dict | None = None):
+    """Two-point correlation S2(r) per phase, from ``metrics.s2_all`` output.
+
+    ``per_axis``: one line per axis (dotted, dashed, solid) instead of the radial average.
+    ``reference``: a second s2_all result drawn in the same colours, thin and dashed ("training").
+    """
+    import plotly.graph_objects as go
+
+    axis_names = ("z", "y", "x")
+    fig = go.Figure()
+
+    def add(data, label, dash_for):
+        for p in sorted(data):
+            entry = data[p]
+            curves = entry["axes"] if per_axis else [entry["radial"]]
+            nd = len(entry["axes"])
+            for a, curve in enumerate(curves):
+                curve = np.asarray(curve)
+                r = np.arange(len(curve)) * (voxel_size if voxel_size else 1.0)
+                name = f"phase {p}" + (f" {axis_names[3 - nd + a]}" if per_axis else "")
+                fig.add_trace(go.Scatter(
+                    x=r, y=curve, mode="lines", name=f"{label}{name}",
+                    line=dict(color=phase_color(p), dash=dash_for(a),
+                              width=1.5 if label else 2.5)))
+
+    dashes = ("dot", "dash", "solid")
+    if reference is not None:
+        add(reference, "training ", lambda a: "dash")
+    add(s2, "", (lambda a: dashes[a % 3]) if per_axis else (lambda a: "solid"))
+    fig.update_layout(
+        xaxis_title=f"distance r [{unit if voxel_size else 'px'}]", yaxis_title="S2(r)",
+        height=300, margin=dict(l=10, r=10, t=30, b=10),
+        title=dict(text="Two-point correlation (starts at the phase fraction, levels off at its square)",
+                   font=dict(size=13)))
+    return fig
+
+
+def compare_s2_figure(result: dict):
+    """S2 curves of a ``metrics.compare`` result: training (thin, dashed) vs generated per axis."""
+    import plotly.graph_objects as go
+
+    curves = result["curves"]
+    r = np.asarray(curves["r_phys"] if curves.get("r_phys") is not None else curves["r"], float)
+    unit = result.get("unit", "px") if curves.get("r_phys") is not None else "px"
+    fig = go.Figure()
+    dashes = ("dot", "dashdot", "solid")
+    for p, c in enumerate(curves["phases"]):
+        color = phase_color(p)
+        fig.add_trace(go.Scatter(x=r, y=c["reference"], mode="lines", name=f"phase {p} training",
+                                 line=dict(color=color, dash="dash", width=1.5)))
+        gen_axes = np.asarray(c.get("generated_axes") or [c["generated"]], float)
+        labels = ("Z", "Y", "X") if len(gen_axes) == 3 else ("Y", "X")
+        for a, curve in enumerate(gen_axes):
+            fig.add_trace(go.Scatter(
+                x=r, y=curve, mode="lines", name=f"phase {p} generated {labels[a]}",
+                line=dict(color=color, dash=dashes[(a + 3 - len(gen_axes)) % 3], width=2.5)))
+    fig.update_layout(xaxis_title=f"distance r [{unit}]", yaxis_title="S2(r)", height=380,
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def profiles_figure(profiles, reference_fractions=None):
+    """Per-slice phase fractions along each axis (``metrics.fraction_profiles`` output)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    nd = len(profiles)
+    names = ("Z", "Y", "X")[3 - nd:]
+    fig = make_subplots(rows=1, cols=nd, shared_yaxes=True,
+                        subplot_titles=[f"along {a}" for a in names], horizontal_spacing=0.03)
+    for a, prof in enumerate(profiles):
+        prof = np.asarray(prof, float)
+        for p in range(prof.shape[1]):
+            fig.add_trace(go.Scatter(y=prof[:, p], mode="lines", name=f"phase {p}",
+                                     legendgroup=f"p{p}", showlegend=a == 0,
+                                     line=dict(color=phase_color(p))), row=1, col=a + 1)
+            if reference_fractions is not None and p < len(reference_fractions):
+                fig.add_hline(y=float(reference_fractions[p]), line=dict(color=phase_color(p),
+                              dash="dash", width=1), row=1, col=a + 1)
+        fig.update_xaxes(title_text="slice", row=1, col=a + 1)
+    fig.update_yaxes(title_text="phase fraction", range=[0, 1], row=1, col=1)
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10))
+    return fig

@@ -1,0 +1,135 @@
+"""The one training driver: every model's Trainer runs through :func:`train`.
+
+It owns what all models share: the loop, step and time budgets, the stop flag, events for
+callbacks (the app plots them live, the CLI draws a progress bar), atomic checkpoints, resume
+(weights, optimisers, step count and random state), ``losses.jsonl`` and ``progress.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import runs
+from .device import pick_device
+from .models import trainer_class
+
+Callback = Callable[[dict], None]
+
+
+def build_trainer(run_dir, device="auto", with_data: bool = True):
+    """The run's Trainer with its config; training images loaded when ``with_data``."""
+    config = runs.load_config(run_dir)
+    images = runs.load_images(run_dir) if with_data else None
+    return trainer_class(config["model"]).create(config["model_config"], images, pick_device(device))
+
+
+def _save_preview(run_dir: Path, image: np.ndarray) -> None:
+    import io as _io
+
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    runs.atomic_write_bytes(run_dir / "previews" / "latest.png", buf.getvalue())
+
+
+def train(run_dir, steps: int | None = None, max_minutes: float | None = None, device="auto",
+          callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
+          log_every: int = 1, preview_every: int = 25, checkpoint_every: int = 50,
+          checkpoint_minutes: float = 2.0) -> dict:
+    """Train the run in ``run_dir``, resuming from its latest checkpoint if it has one.
+
+    ``steps``: the run's total number of generator steps (default: the preset's ``steps``); a
+    resumed run continues up to it. ``max_minutes``: wall-clock budget of this call. ``stop``: set
+    it from another thread to stop after the current step (a checkpoint is written).
+    Events go to each callback (see docs/architecture.md). Returns ``{"step", "reason",
+    "elapsed_s"}`` with reason "steps", "time" or "stopped".
+    """
+    run_dir = Path(run_dir)
+    config = runs.load_config(run_dir)
+    callbacks = list(callbacks)
+    torch.manual_seed(config.get("seed", 0))
+    trainer = build_trainer(run_dir, device)
+    total = int(steps if steps is not None else config["model_config"].get("steps", 1000))
+
+    start_step = 0
+    checkpoint = runs.load_checkpoint(run_dir, device="cpu")
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint["state"])
+        start_step = int(checkpoint["step"])
+        torch.set_rng_state(checkpoint["rng"])
+        _truncate_losses(run_dir, start_step)
+
+    def save(step: int) -> None:
+        runs.save_checkpoint(run_dir, {"step": step, "state": trainer.state_dict(),
+                                       "rng": torch.get_rng_state(), "model": config["model"]})
+
+    def emit(event: dict) -> None:
+        for cb in callbacks:
+            cb(event)
+
+    def progress(step: int, status: str, elapsed: float) -> None:
+        runs.atomic_write_json(run_dir / "progress.json", dict(
+            step=step, total_steps=total, status=status, pid=os.getpid(), elapsed_s=round(elapsed, 2),
+            updated=time.time()))
+
+    t0 = time.perf_counter()
+    deadline = t0 + max_minutes * 60 if max_minutes else None
+    last_ckpt_time = t0
+    step, reason = start_step, "steps"
+    progress(step, "running", 0.0)
+    losses_file = open(run_dir / "losses.jsonl", "a")
+    try:
+        while step < total:
+            if stop is not None and stop.is_set():
+                reason = "stopped"
+                break
+            if deadline is not None and time.perf_counter() >= deadline:
+                reason = "time"
+                break
+            losses = trainer.train_step(step)
+            step += 1
+            now = time.perf_counter()
+            elapsed = now - t0
+            rate = (step - start_step) / max(elapsed, 1e-9)
+            eta = (total - step) / rate if rate > 0 else None
+            if deadline is not None:
+                eta = min(eta, deadline - now) if eta is not None else deadline - now
+            if step % log_every == 0 or step == total:
+                row = {"step": step, "time_s": round(elapsed, 3), **{k: float(v) for k, v in losses.items()}}
+                losses_file.write(json.dumps(row) + "\n")
+                losses_file.flush()
+            emit(dict(type="step", step=step, total_steps=total, losses=losses, elapsed_s=elapsed,
+                      eta_s=eta, steps_per_s=rate))
+            if preview_every and (step % preview_every == 0 or step == total):
+                image = trainer.preview()
+                _save_preview(run_dir, image)
+                emit(dict(type="preview", step=step, image=image))
+            if step % checkpoint_every == 0 or now - last_ckpt_time > checkpoint_minutes * 60:
+                save(step)
+                last_ckpt_time = now
+                progress(step, "running", elapsed)
+    except BaseException as err:  # the last checkpoint stands: a half-done step is not saved
+        losses_file.close()
+        progress(step, "stopped", time.perf_counter() - t0)
+        emit(dict(type="done", step=step, reason="error", message=str(err)))
+        raise
+    losses_file.close()
+    save(step)
+    elapsed = time.perf_counter() - t0
+    progress(step, "done" if step >= total else "stopped", elapsed)
+    emit(dict(type="done", step=step, reason=reason, message=""))
+    return {"step": step, "reason": reason, "elapsed_s": elapsed}
+
+
+def _truncate_losses(run_dir: Path, step: int) -> None:
+    """Drop logged rows past ``step``: those steps are redone after a resume."""
+    rows = [r for r in runs.read_losses(run_dir) if r.get("step", 0) <= step]
+    runs.atomic_write_bytes(run_dir / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())

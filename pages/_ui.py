@@ -1,0 +1,284 @@
+"""Shared pieces of the Streamlit pages: session state, caches, the job registry, small widgets.
+
+Not a page itself (``st.navigation`` in app.py lists the pages). Everything that is not UI lives
+in ``matgen_core``; this module only wires it to Streamlit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from matgen_core.errors import MatgenInputError
+from matgen_core.jobs import JobManager
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "assets" / "example_electrode.png"
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff"]
+
+PAGES = {
+    "home": "pages/home.py",
+    "dataset": "pages/dataset.py",
+    "train": "pages/train.py",
+    "generate": "pages/generate.py",
+    "analyze": "pages/analyze.py",
+    "export": "pages/export.py",
+}
+
+KIND_NAMES = {"nphase": "segmented phases", "gray": "grayscale", "color": "colour"}
+
+
+# ------------------------------------------------------------------------------------------
+# server-wide resources
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """One registry of training jobs per server: jobs survive page reloads and navigation."""
+    return JobManager(max_concurrent=int(os.environ.get("MATGEN_MAX_JOBS", "1")))
+
+
+def runs_home() -> Path:
+    from matgen_core.runs import matgen_home
+
+    return matgen_home()
+
+
+# ------------------------------------------------------------------------------------------
+# reading micrographs
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_bytes(name: str, digest: str, data: bytes):
+    from matgen_core import io
+
+    suffix = Path(name).suffix.lower() or ".png"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(name).stem[:60] + suffix)
+        path.write_bytes(data)
+        m = io.read_micrograph(path)
+    return dataclasses.replace(m, source=name) if hasattr(m, "source") else m
+
+
+def read_upload(name: str, data: bytes):
+    """Read an uploaded file; raises MatgenInputError with a user-facing message when bad."""
+    if not data:
+        raise MatgenInputError(f"{name} is empty; upload the image file itself.")
+    try:
+        return _read_bytes(name, hashlib.sha1(data).hexdigest(), data)
+    except MatgenInputError:
+        raise
+    except Exception as err:  # the reader should say what is wrong; never show a traceback
+        raise MatgenInputError(f"Could not read {name} as an image ({type(err).__name__}: {err}); "
+                               f"upload a PNG, JPEG or TIFF micrograph.") from err
+
+
+@st.cache_data(show_spinner=False)
+def example_micrograph():
+    from matgen_core import io
+
+    return io.read_micrograph(EXAMPLE)
+
+
+# ------------------------------------------------------------------------------------------
+# session state: the current dataset, run and generated volume
+
+
+def init_state() -> None:
+    """Called by app.py on every run: a newcomer starts with the bundled example loaded."""
+    ss = st.session_state
+    if "raw" not in ss:
+        ss.raw = []
+        ss.raw_name = ""
+        ss.dataset = None
+        ss.dataset_name = ""
+        ss.ds_settings = {}
+        if EXAMPLE.exists():
+            try:
+                ss.raw = [example_micrograph()]
+                ss.raw_name = "example electrode (bundled)"
+                set_dataset(list(ss.raw), ss.raw_name)
+            except Exception:  # the app must open even if the example cannot be read
+                pass
+    ss.setdefault("run_dir", None)
+    ss.setdefault("generated", None)
+
+
+def set_dataset(micrographs, name: str) -> None:
+    st.session_state.dataset = list(micrographs) if micrographs else None
+    st.session_state.dataset_name = name
+
+
+def dataset():
+    return st.session_state.get("dataset")
+
+
+def current_run() -> Path | None:
+    rd = st.session_state.get("run_dir")
+    return Path(rd) if rd else None
+
+
+def set_run(run_dir) -> None:
+    st.session_state.run_dir = str(run_dir) if run_dir else None
+
+
+def array_of(m) -> np.ndarray:
+    """The pixels of a Micrograph: labels for segmented data, the image otherwise."""
+    return m.labels if m.kind == "nphase" else m.image
+
+
+def describe(m) -> str:
+    a = array_of(m)
+    size = " x ".join(str(s) for s in a.shape[: (3 if a.ndim == 3 and m.kind != "color" else 2)])
+    what = KIND_NAMES.get(m.kind, m.kind)
+    if m.kind == "nphase":
+        what += f" ({m.n_phases} phases)"
+    vs = f", voxel {m.voxel_size:g} {m.unit}" if getattr(m, "voxel_size", None) else ""
+    return f"{size} px, {what}{vs}"
+
+
+# ------------------------------------------------------------------------------------------
+# crop / downsample (plain numpy; would sit well in matgen_core.io)
+
+
+def crop_downsample(m, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0,
+                    factor: int = 1):
+    """Crop pixels off each edge of a 2D micrograph, then downsample by an integer factor.
+
+    Labels are block-mode pooled (the most frequent phase in each block), images block-averaged.
+    The voxel size grows by the factor.
+    """
+    if (top, bottom, left, right, factor) == (0, 0, 0, 0, 1):
+        return m
+    if m.ndim != 2:
+        raise MatgenInputError("Cropping and downsampling apply to 2D images; this is a 3D volume.")
+    h, w = m.shape
+    if top + bottom >= h - 8 or left + right >= w - 8:
+        raise MatgenInputError(f"Cropping {top}+{bottom} rows and {left}+{right} columns leaves "
+                               f"almost nothing of a {h} x {w} image; crop less.")
+    f = int(factor)
+    window = (slice(top, h - bottom), slice(left, w - right))
+    image = m.image[window]
+    h2, w2 = image.shape[0] // f * f, image.shape[1] // f * f
+    if min(h2, w2) < f * 8:
+        raise MatgenInputError(f"Downsampling by {f} leaves an image of {h2 // f} x {w2 // f} px; "
+                               f"use a smaller factor or crop less.")
+    image = image[:h2, :w2]
+    labels = None
+    if m.labels is not None:
+        labels = m.labels[window][:h2, :w2]
+        if f > 1:
+            n = max(int(m.n_phases), int(labels.max()) + 1)
+            counts = np.stack([(labels == p).reshape(h2 // f, f, w2 // f, f).sum(axis=(1, 3))
+                               for p in range(n)])
+            labels = np.argmax(counts, axis=0).astype(np.uint8)
+        image = labels.astype(np.float32) / max(int(m.n_phases) - 1, 1)
+    elif f > 1:
+        shape = (h2 // f, f, w2 // f, f) + image.shape[2:]
+        image = image.reshape(shape).mean(axis=(1, 3)).astype(np.float32)
+    changes = dict(image=np.ascontiguousarray(image),
+                   labels=None if labels is None else np.ascontiguousarray(labels))
+    if f > 1 and m.voxel_size:
+        changes["voxel_size"] = float(m.voxel_size) * f
+    return dataclasses.replace(m, **changes)
+
+
+def prepare_dataset(raws, n_phases, voxel, unit, crop, factor):
+    """Raw micrographs -> the training dataset: segment (if n_phases), crop, downsample, units."""
+    from matgen_core import io
+
+    out = []
+    for m in raws:
+        m = crop_downsample(m, *crop, factor=1)  # crop first: a scale bar would skew thresholds
+        if n_phases:
+            m = io.segment(m, int(n_phases))
+        m = crop_downsample(m, factor=factor)
+        vs = float(voxel) * factor if unit != "px" and voxel else None
+        out.append(dataclasses.replace(m, voxel_size=vs, unit=unit))
+    return out
+
+
+def reset_keys(prefix: str) -> None:
+    """Forget the widget values whose key starts with ``prefix`` (e.g. after a new upload)."""
+    for key in [k for k in st.session_state.keys() if str(k).startswith(prefix)]:
+        del st.session_state[key]
+
+
+# ------------------------------------------------------------------------------------------
+# export
+
+
+def export_bytes(gen, fmt: str) -> bytes:
+    """The generated data as a file in ``fmt`` ("tiff", "npy", "vti", "png" = zip of PNGs)."""
+    import inspect
+    import io as _bio
+    import zipfile
+
+    from matgen_core import io
+
+    extra = dict(voxel_size=gen.voxel_size, unit=gen.unit, phase_values=gen.phase_values,
+                 kind=gen.kind)
+    params = inspect.signature(io.to_bytes).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        extra = {k: v for k, v in extra.items() if k in params}
+    if fmt == "png":
+        buf = _bio.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for k, image in enumerate(gen.array):
+                zf.writestr(f"sample_{k + 1:03d}.png", io.to_bytes(image, "png", **extra))
+        return buf.getvalue()
+    return io.to_bytes(gen.array, fmt, **extra)
+
+
+def export_callable(gen, fmt: str):
+    """A zero-argument function for st.download_button: the file is only made when clicked."""
+    return lambda: export_bytes(gen, fmt)
+
+
+# ------------------------------------------------------------------------------------------
+# small widgets
+
+
+def fmt_value(v) -> str:
+    """A phase value for display: 127, 85.3 or (255, 0, 0)."""
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(fmt_value(x) for x in v) + ")"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() else f"{f:.1f}"
+
+
+def error_box(err: BaseException) -> None:
+    """Show a user-facing error (never a traceback)."""
+    st.error(str(err), icon=":material/error:")
+
+
+def sidebar_status() -> None:
+    """Current dataset, run and training job, shown on every page."""
+    ss = st.session_state
+    with st.sidebar:
+        st.caption("CURRENT WORK")
+        ds = ss.get("dataset")
+        if ds:
+            st.markdown(f"**Dataset:** {ss.get('dataset_name') or 'uploaded'}  \n"
+                        f"<small>{describe(ds[0])}{' (+%d more)' % (len(ds) - 1) if len(ds) > 1 else ''}</small>",
+                        unsafe_allow_html=True)
+        else:
+            st.markdown("**Dataset:** none yet")
+        run = current_run()
+        st.markdown(f"**Model run:** {run.name if run else 'none yet'}")
+        for job in job_manager().running():
+            snap = job.snapshot()
+            total = snap["total_steps"] or 0
+            st.markdown(f"Training **{job.run_dir.name}**: step {snap['step']}/{total}")
+        gen = ss.get("generated")
+        if gen is not None:
+            shape = " x ".join(str(s) for s in gen.array.shape[:3 if gen.kind != "color" else 2])
+            st.markdown(f"**Generated:** {shape}")

@@ -1,0 +1,258 @@
+"""The Streamlit app, page by page, with streamlit.testing (no browser).
+
+AppTest does not tick ``st.fragment(run_every=...)``: live training is followed by calling
+``at.run()`` in a loop, as a browser's timer would.
+"""
+import io as _bio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+EXAMPLE = ROOT / "assets" / "example_electrode.png"
+TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_size": 1,
+        "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATGEN_HOME", str(tmp_path / "runs"))
+    yield tmp_path / "runs"
+    from pages import _ui
+
+    _ui.job_manager().stop_all(wait=30)
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    check(at)
+    return at
+
+
+def check(at: AppTest) -> None:
+    """No uncaught exception on the page (errors must be st.error messages)."""
+    assert not at.exception, "\n".join(e.value + "\n" + "".join(e.stack_trace) for e in at.exception)
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [m.value for m in at.info] + [m.value for m in at.success] + [m.value for m in at.error]
+    return "\n".join(parts)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = _bio.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_home_opens_with_the_example_loaded(home):
+    t0 = time.perf_counter()
+    at = new_app()
+    elapsed = time.perf_counter() - t0
+    assert at.title[0].value == "MatGen Studio"
+    ds = at.session_state["dataset"]
+    assert ds and ds[0].kind == "nphase" and ds[0].n_phases >= 2
+    assert "bundled" in texts(at)
+    assert elapsed < 15  # generous: includes importing torch & co on a shared 2-core machine
+
+
+def test_every_page_renders_without_data(home):
+    at = new_app()
+    for page in ["dataset", "train", "generate", "analyze", "export", "home"]:
+        at.switch_page(f"pages/{page}.py").run()
+        check(at)
+        assert at.title, page
+
+
+def test_dataset_upload_good_and_bad_files(home):
+    at = new_app()
+    at.switch_page("pages/dataset.py").run()
+    check(at)
+    # the example, uploaded like a user would
+    at.file_uploader[0].upload(EXAMPLE.name, EXAMPLE.read_bytes(), "image/png").run()
+    check(at)
+    assert at.session_state["dataset_name"] == EXAMPLE.name
+    assert "This is the current dataset" in texts(at)
+    assert at.get("plotly_chart"), "S2 plot missing"
+    assert at.dataframe, "phase fraction table missing"
+    # a broken file: a message, not a traceback
+    at.file_uploader[0].set_value(("broken.png", b"this is not an image", "image/png")).run()
+    check(at)
+    assert at.error and "broken.png" in at.error[0].value
+    assert at.session_state["dataset_name"] == EXAMPLE.name  # the dataset is kept
+
+
+def test_dataset_grayscale_segmentation_live(home):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    field = ndimage.gaussian_filter(rng.random((96, 96)), 3)
+    gray = ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
+    at = new_app()
+    at.switch_page("pages/dataset.py").run()
+    at.file_uploader[0].upload("gray.png", png_bytes(gray), "image/png").run()
+    check(at)
+    assert at.session_state["dataset"][0].n_phases == 2
+    at.slider(key="ds_nphases").set_value(3).run()
+    check(at)
+    ds = at.session_state["dataset"][0]
+    assert ds.kind == "nphase" and ds.n_phases == 3
+    at.radio(key="ds_segment").set_value("grayscale values").run()
+    check(at)
+    assert at.session_state["dataset"][0].kind == "gray"
+    # downsample + pixel size
+    at.radio(key="ds_segment").set_value("phases (segment the image)").run()
+    at.number_input(key="ds_voxel").set_value(0.5)
+    at.selectbox(key="ds_unit").set_value("um")
+    at.select_slider(key="ds_factor").set_value(2).run()
+    check(at)
+    ds = at.session_state["dataset"][0]
+    assert ds.labels.shape == (48, 48) and ds.voxel_size == pytest.approx(1.0) and ds.unit == "um"
+
+
+def loss_points(at: AppTest) -> int:
+    charts = [c for c in at.get("plotly_chart") if "loss" in json.dumps(json.loads(c.proto.spec).get("layout", {}))]
+    if not charts:
+        return 0
+    spec = json.loads(charts[0].proto.spec)
+    return max(len(t.get("x", [])) for t in spec["data"]) if spec["data"] else 0
+
+
+def test_train_generate_analyze_export(home, monkeypatch):
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    check(at)
+    at.text_area(key="new_extra").set_value(json.dumps(TINY))
+    at.number_input(key="new_steps_slicegan_quick").set_value(12)
+    at.button(key="start_btn").click().run()
+    check(at)
+    run_dir = Path(at.session_state["run_dir"])
+    assert run_dir.parent == home and (run_dir / "config.json").exists()
+
+    seen = []
+    for _ in range(180):
+        time.sleep(0.5)
+        at.run()
+        check(at)
+        seen.append(loss_points(at))
+        bar = at.get("progress")
+        if bar and bar[0].proto.text.startswith("done"):
+            break
+    assert bar[0].proto.text.startswith("done: step 12 / 12"), bar[0].proto.text
+    assert seen[-1] == 12 and len(set(seen)) >= 2, f"loss chart did not update live: {seen}"
+    assert "Stop" not in [b.label for b in at.button]
+    assert any(b.label == "Resume" for b in at.button)
+    # a new session (e.g. after a reload) lists the run and shows its curve from losses.jsonl
+    at2 = new_app()
+    at2.switch_page("pages/train.py").run()
+    check(at2)
+    assert run_dir.name in at2.dataframe[0].value["run"].tolist()
+    at2.selectbox(key="open_run").set_value(run_dir.name).run()
+    check(at2)
+    assert loss_points(at2) == 12
+
+    # Generate a small volume with the 3D view
+    at.switch_page("pages/generate.py").run()
+    check(at)
+    for k in ("gen_z", "gen_y", "gen_x"):
+        at.number_input(key=k).set_value(32)
+    at.button[0].click().run(timeout=180)
+    check(at)
+    gen = at.session_state["generated"]
+    assert gen.array.shape == (32, 32, 32) and gen.kind == "nphase"
+    assert any("Generated 32 x 32 x 32" in s.value for s in at.success)
+    assert at.session_state["surfaces"][0] == at.session_state["generated_meta"]["token"]
+    assert at.get("plotly_chart"), "orthogonal slices missing"
+    assert "Phase fractions" in [h.value for h in at.subheader]
+    # toggle a phase off and change opacity: still fine
+    at.slider(key="view_opacity").set_value(0.5).run(timeout=120)
+    check(at)
+
+    # Analyze
+    at.switch_page("pages/analyze.py").run(timeout=120)
+    check(at)
+    table = at.dataframe[0].value
+    assert {"phase fraction", "percolating fraction"} <= set(table["metric"])
+    assert len(at.get("plotly_chart")) >= 2
+    at.button(key="tau_btn").click().run(timeout=180)
+    check(at)
+    assert any(m.label == "Tortuosity factor" for m in at.metric)
+
+    # Export: the bytes behind the download buttons read back as the volume
+    captured = {}
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        captured[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    at.switch_page("pages/export.py").run()
+    check(at)
+    names = sorted(captured)
+    assert [Path(n).suffix for n in names] == [".npy", ".tif", ".vti"], names
+    import tifffile
+
+    tif = next(n for n in names if n.endswith(".tif"))
+    vol = tifffile.imread(_bio.BytesIO(_as_bytes(captured[tif]())))
+    assert np.array_equal(np.asarray(vol).reshape(gen.array.shape), gen.array)
+    npy = next(n for n in names if n.endswith(".npy"))
+    assert np.array_equal(np.load(_bio.BytesIO(_as_bytes(captured[npy]()))), gen.array)
+    vti = next(n for n in names if n.endswith(".vti"))
+    assert _as_bytes(captured[vti]())[:200].lstrip().startswith(b"<")
+
+
+def _as_bytes(data) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return data.read()
+
+
+def test_stop_and_resume_buttons(home):
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    at.text_area(key="new_extra").set_value(json.dumps(TINY))
+    at.number_input(key="new_steps_slicegan_quick").set_value(100_000)
+    at.button(key="start_btn").click().run()
+    check(at)
+    for _ in range(120):
+        time.sleep(0.5)
+        at.run()
+        bar = at.get("progress")
+        if bar and bar[0].proto.text.startswith("running: step"):
+            break
+    at.button(key="stop_btn").click().run()
+    check(at)
+    for _ in range(60):
+        time.sleep(0.5)
+        at.run()
+        if at.get("progress")[0].proto.text.startswith("stopped"):
+            break
+    assert at.get("progress")[0].proto.text.startswith("stopped")
+    step = int(at.get("progress")[0].proto.text.split("step ")[1].split(" ")[0])
+    assert step >= 1
+    # a second job cannot start while one runs: resume, then try to start another run
+    at.number_input(key=f"resume_steps_{Path(at.session_state['run_dir']).name}").set_value(step + 2)
+    at.button(key="resume_btn").click().run()
+    check(at)
+    for _ in range(120):
+        time.sleep(0.5)
+        at.run()
+        if at.get("progress")[0].proto.text.startswith("done"):
+            break
+    assert at.get("progress")[0].proto.text.startswith(f"done: step {step + 2}")

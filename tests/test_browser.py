@@ -1,0 +1,176 @@
+"""End to end in a real browser: upload, train, generate, 3D view, download; page screenshots.
+
+Starts ``streamlit run app.py`` on a free port and drives it with Playwright's Python API using
+the system chromium (/usr/bin/chromium). Screenshots of every page go to docs/screenshots/.
+Run alone with ``pytest -m browser``.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+EXAMPLE = ROOT / "assets" / "example_electrode.png"
+TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_size": 1,
+        "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(420),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("runs")
+    port = free_port()
+    env = dict(os.environ, MATGEN_HOME=str(home), PYTHONUNBUFFERED="1")
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start:\n" + (home / "server.log").read_text()[-3000:])
+    yield url, home
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def wait_idle(page, timeout=60_000):
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+
+
+def goto(page, title):
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_selector(f'h1:has-text("{title}")', timeout=30_000)
+    wait_idle(page)
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def assert_no_exception(page):
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]').first.inner_text()
+
+
+def test_full_workflow_in_browser(server, tmp_path):
+    url, home = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu",
+                                          "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        try:
+            _workflow(page, url, home, tmp_path)
+        except Exception:
+            shot(page, "failure")
+            print((home / "server.log").read_text()[-4000:])
+            raise
+        finally:
+            browser.close()
+
+
+def _workflow(page, url, home, tmp_path):
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=30_000)
+    first_page_s = time.perf_counter() - t0
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "home")
+    print(f"first page in {first_page_s:.1f} s")
+
+    # Dataset: upload the example (as a user would), see what was detected
+    goto(page, "Dataset")
+    page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
+    page.wait_for_selector(f'text={EXAMPLE.name}', timeout=30_000)
+    page.wait_for_selector("text=This is the current dataset", timeout=30_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "dataset")
+
+    # Train a few steps of a tiny SliceGAN
+    goto(page, "Train")
+    page.get_by_text("Hyperparameters", exact=True).click()
+    page.get_by_label("More settings (JSON, for experts)").fill(json.dumps(TINY))
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("30")
+    steps.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_selector("text=/done: step 30/", timeout=240_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    shot(page, "train")
+
+    # Generate a 128^3 volume and wait for the 3D canvas
+    goto(page, "Generate & view")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("text=Generated 128 x 128 x 128", timeout=120_000)
+    t_view = time.perf_counter()
+    frame = page.frame_locator("iframe#stpyvistaframe")
+    frame.locator("canvas").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1500)  # let vtk.js draw
+    print(f"3D view appeared {time.perf_counter() - t_view:.1f} s after the volume")
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "generate")
+
+    goto(page, "Analyze")
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "analyze")
+
+    # Export: download the TIFF stack and read it back
+    goto(page, "Export")
+    shot(page, "export")
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download .tif").click()
+    target = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(target)
+    import tifffile
+
+    vol = tifffile.imread(target)
+    assert vol.shape == (128, 128, 128)
+    assert vol.dtype == np.uint8 and len(np.unique(vol)) >= 2
+    assert_no_exception(page)

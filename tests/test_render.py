@@ -1,0 +1,105 @@
+"""3D surfaces and figures for the app (matgen_core.render)."""
+import time
+
+import numpy as np
+import pytest
+
+pv = pytest.importorskip("pyvista")
+
+from matgen_core import render  # noqa: E402
+
+
+def blobs(shape=(48, 48, 48), n_phases=3, seed=0, sigma=3.0):
+    """A smooth random n-phase label volume (equal-ish fractions)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random(shape), sigma)
+    cuts = np.quantile(field, np.linspace(0, 1, n_phases + 1)[1:-1])
+    return np.digitize(field, cuts).astype(np.uint8)
+
+
+def test_colorize_uses_phase_palette():
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    rgb = render.colorize(labels)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 1]) == render.hex_to_rgb(render.PHASE_COLORS[1])
+    assert tuple(rgb[1, 0]) == render.hex_to_rgb(render.PHASE_COLORS[2])
+    assert len(set(render.PHASE_COLORS)) == len(render.PHASE_COLORS)
+
+
+def test_surfaces_are_closed_and_in_physical_units():
+    labels = np.zeros((20, 30, 40), np.uint8)
+    labels[5:15, 10:20, 10:30] = 1  # a box of phase 1 inside phase 0
+    surf = render.phase_surfaces(labels, voxel_size=0.5)
+    assert set(surf) == {0, 1}
+    box = surf[1]
+    assert box.n_cells > 0
+    assert box.n_open_edges == 0  # closed, so it renders as a solid
+    xmin, xmax, ymin, ymax, zmin, zmax = box.bounds
+    # x is the last axis: 10..30 voxels -> about 5..15 in physical units
+    assert 4.0 < xmin < 6.0 and 13.5 < xmax < 15.5
+    assert 4.0 < ymin < 6.0 and 8.5 < ymax < 10.5
+    assert 2.0 < zmin < 3.5 and 6.5 < zmax < 8.0
+
+
+def test_missing_phase_gives_empty_surface_and_subset():
+    labels = blobs((24, 24, 24), 2)
+    surf = render.phase_surfaces(labels, phases=[1, 4])
+    assert set(surf) == {1, 4}
+    assert surf[4].n_points == 0 and surf[1].n_points > 0
+
+
+def test_large_volume_is_reduced_and_bounded():
+    labels = blobs((96, 96, 96), 3, sigma=2.0)
+    surf = render.phase_surfaces(labels, max_side=48, max_faces=40_000)
+    total = sum(s.n_cells for s in surf.values())
+    assert 0 < total <= 40_000 * 1.5
+    # still spans the whole volume
+    assert surf[0].bounds[1] > 90
+
+
+def test_downsample_labels_keeps_majority():
+    labels = np.zeros((64, 64, 64), np.uint8)
+    labels[:, :, 32:] = 1
+    small = render.downsample_labels(labels, 16)
+    assert max(small.shape) <= 16
+    assert small[:, :, :7].max() == 0 and small[:, :, 9:].min() == 1
+
+
+@pytest.mark.timeout(120)
+def test_plotter_for_128_cube_is_fast_and_exports_html():
+    labels = blobs((128, 128, 128), 3)
+    t0 = time.perf_counter()
+    p = render.plotter_for(labels, visible_phases=[1, 2], opacity=0.8)
+    html = p.export_html(filename=None).read()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 10, f"3D view of 128^3 took {elapsed:.1f} s"
+    assert len(html) < 15e6  # light enough for a browser
+    names = [a for a in p.actors if a.startswith("phase")]
+    assert sorted(names) == ["phase 1", "phase 2"]
+    p.close()
+
+
+def test_plotter_for_gray_volume_shows_slices():
+    vol = (np.random.default_rng(0).random((16, 20, 24)) * 255).astype(np.uint8)
+    p = render.plotter_for(vol, kind="gray")
+    assert len(p.actors) >= 2
+    p.close()
+
+
+def test_figures():
+    labels = blobs((32, 32, 32), 2)
+    fig = render.slices_figure(labels, "nphase", (1, 2, 3))
+    assert len(fig.data) == 3
+    assert fig.data[0].z.shape == (32, 32, 3)
+    rows = [{"step": i, "time_s": i * 0.1, "critic": -i, "generator": i} for i in range(5000)]
+    lf = render.loss_figure(rows)
+    assert {t.name for t in lf.data} == {"critic", "generator"}
+    assert len(lf.data[0].x) <= 2001 and lf.data[0].x[-1] == 4999
+    s2 = {0: {"axes": np.ones((3, 5)), "radial": np.ones(5)}, 1: {"axes": np.ones((3, 5)),
+                                                                   "radial": np.ones(5)}}
+    assert len(render.s2_figure(s2).data) == 2
+    assert len(render.s2_figure(s2, per_axis=True).data) == 6
+    prof = [np.full((10, 2), 0.5)] * 3
+    assert len(render.profiles_figure(prof, [0.5, 0.5]).data) == 6

@@ -1,0 +1,128 @@
+"""SliceGAN networks: uniform information density, sizes, slicing, gradient penalty."""
+import numpy as np
+import pytest
+import torch
+
+from matgen_core.models.slicegan import (PRESETS, Critic, Generator, SliceGANTrainer, check_uid,
+                                         gradient_penalty, latent_size_for, output_size, slices)
+from conftest import TINY_SLICEGAN, blobs
+
+PAPER = PRESETS["paper"]
+K, S, P = PAPER["gen_kernels"], PAPER["gen_strides"], PAPER["gen_paddings"]
+
+
+def tiny_trainer(images, kind="nphase", n_phases=2, num_images=1, **over):
+    config = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": kind, "n_phases": n_phases,
+              "num_images": num_images, **over}
+    return SliceGANTrainer.create(config, images, torch.device("cpu"))
+
+
+def test_uid_rule_accepts_paper_and_rejects_bad_layers():
+    check_uid(K, S, P)
+    with pytest.raises(ValueError, match="uniform information density"):
+        check_uid([4, 3], [2, 2], [2, 2])  # kernel not divisible by stride
+    with pytest.raises(ValueError):
+        check_uid([4, 4], [2, 2], [2, 1])  # padding < kernel - stride
+    with pytest.raises(ValueError):
+        check_uid([2], [2], [0])  # stride == kernel
+
+
+@pytest.mark.parametrize("lz,side", [(3, 32), (4, 64), (5, 96), (6, 128), (10, 256), (18, 512)])
+def test_output_size_is_32_times_lz_minus_2(lz, side):
+    assert output_size(lz, K, S, P) == side
+    assert latent_size_for(side, K, S, P) == lz
+
+
+def test_generator_sizes_for_latent_shapes_non_cubic():
+    g = Generator(4, [8, 8, 8, 4], K, S, P, 3, "nphase").eval()
+    with torch.no_grad():
+        for lat in [(3, 3, 3), (4, 3, 5), (3, 6, 4)]:
+            out = g(torch.randn(1, 4, *lat))
+            assert out.shape == (1, 3, *[32 * (n - 2) for n in lat])
+            assert torch.allclose(out.sum(1), torch.ones(1)), "softmax over phases"
+
+
+def test_trainer_samples_any_shape_and_is_seeded():
+    tr = tiny_trainer([blobs(64)])
+    a = tr.sample((20, 33, 50), seed=3)
+    b = tr.sample((20, 33, 50), seed=3)
+    c = tr.sample((20, 33, 50), seed=4)
+    assert a.shape == (2, 20, 33, 50)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_every_slice_of_every_direction_reaches_the_critic():
+    vol = torch.arange(2 * 1 * 4 * 5 * 6, dtype=torch.float32).reshape(2, 1, 4, 5, 6)
+    for axis, (n, h, w) in enumerate([(4, 5, 6), (5, 4, 6), (6, 4, 5)]):
+        sl = slices(vol, axis)
+        assert sl.shape == (2 * n, 1, h, w)
+        # every voxel appears exactly once among the slices of each direction
+        assert torch.equal(torch.sort(sl.flatten()).values, torch.sort(vol.flatten()).values)
+        # slice i of volume b is the plane index i along the axis
+        assert torch.equal(sl[n + 1, 0], vol[1, 0].select(axis, 1))
+
+
+def test_training_step_feeds_all_slices_when_critic_slices_is_none():
+    tr = tiny_trainer([blobs(64)], critic_slices=None, batch_size=2)
+    seen = []
+    tr.critics[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    tr.train_step(0)
+    # critic step: per direction real (4), fake (2 volumes * 32 slices), GP (min of both);
+    # generator step: per direction 64 fake slices
+    fake_calls = [n for n in seen if n == 2 * 32]
+    assert len(fake_calls) == 3 * 2  # 3 directions, critic + generator updates
+
+
+def test_anisotropic_uses_one_critic_per_image():
+    tr = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3)
+    assert len(tr.critics) == 3
+    tr2 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2)], num_images=2)
+    assert len(tr2.critics) == 2 and tr2.direction_image == [0, 1, 1]
+    losses = tr.train_step(0)
+    assert all(np.isfinite(v) for v in losses.values())
+
+
+def test_gradient_penalty_zero_for_unit_slope_critic_and_positive_otherwise():
+    class Linear(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x):  # gradient norm = scale * ||ones|| / ||ones||
+            return self.scale * x.flatten(1).sum(1) / x[0].numel() ** 0.5
+
+    real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    assert gradient_penalty(Linear(1.0), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    assert gradient_penalty(Linear(3.0), real, fake).item() == pytest.approx(4.0, rel=1e-5)
+    critic = Critic(1, [4, 4, 4, 4], [4] * 5, [2] * 5, [1, 1, 1, 1, 0])
+    gp = gradient_penalty(critic, real.repeat(1, 1, 8, 8), fake.repeat(1, 1, 8, 8))
+    gp.backward()
+    assert any(p.grad is not None for p in critic.parameters()), "GP must train the critic"
+
+
+@pytest.mark.parametrize("kind,channels", [("gray", 1), ("color", 3)])
+def test_gray_and_colour_outputs(kind, channels):
+    rng = np.random.default_rng(0)
+    image = rng.random((48, 48) if kind == "gray" else (48, 48, 3)).astype(np.float32)
+    tr = tiny_trainer([image], kind=kind, n_phases=0)
+    tr.train_step(0)
+    vol = tr.sample((32, 32, 32), seed=0)
+    assert vol.shape == (channels, 32, 32, 32) and vol.min() >= 0 and vol.max() <= 1
+
+
+def test_periodic_axes_make_a_tileable_volume():
+    tr = tiny_trainer([blobs(64)])
+    vol = tr.sample((64, 64, 64), seed=1, periodic=(True, False, False))
+    # with a periodic latent, the volume continues smoothly across the Z boundary: the first
+    # and last planes are as similar as neighbouring planes inside the volume
+    wrap = np.abs(vol[:, 0] - vol[:, -1]).mean()
+    plain = tr.sample((64, 64, 64), seed=1)
+    no_wrap = np.abs(plain[:, 0] - plain[:, -1]).mean()
+    assert wrap < no_wrap
+
+
+def test_image_smaller_than_crop_is_a_clear_error():
+    from matgen_core.errors import MatgenInputError
+
+    with pytest.raises(MatgenInputError, match="at least 32 px"):
+        tiny_trainer([blobs(20)])
