@@ -26,5 +26,7 @@ pages = [
 ]
 page = st.navigation(pages)
 _ui.init_state()
-_ui.sidebar_status()
+status_slot = st.sidebar.container()
 page.run()
+_ui.sidebar_status(status_slot)  # after the page, so it shows what the page just changed
+_ui.warm_up()

@@ -59,10 +59,14 @@ class ProgressBar:
 
 
 def cmd_train(args) -> int:
-    from . import io, runs, train
+    from . import distributed, io, runs, train
 
     out = Path(args.out)
-    if args.resume:
+    # torchrun (DDP): join the group first; rank 0 alone checks and creates the run directory
+    args.device = distributed.setup(args.device)
+    if distributed.rank() != 0:
+        pass
+    elif args.resume:
         if not (out / "config.json").exists():
             raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to start "
                                    f"a new one.")
@@ -82,35 +86,43 @@ def cmd_train(args) -> int:
             micrographs.append(m)
         runs.create_run(out, args.model, micrographs, preset=args.preset,
                         overrides=_overrides(args.set), seed=args.seed)
+    distributed.barrier()  # the others wait for rank 0's run directory
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    callbacks = [] if args.quiet else [ProgressBar()]
-    result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
-                         callbacks=callbacks, stop=stop)
-    print(f"{result['reason']}: step {result['step']} in {result['elapsed_s']:.0f} s; run in {out}")
+    callbacks = [] if args.quiet or distributed.rank() != 0 else [ProgressBar()]
+    try:
+        result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
+                             callbacks=callbacks, stop=stop)
+    finally:
+        distributed.cleanup()
+    if distributed.env_rank() == 0:
+        print(f"{result['reason']}: step {result['step']} in {result['elapsed_s']:.0f} s; run in {out}")
     return 0
 
 
 def cmd_generate(args) -> int:
-    from . import generate, io
+    from . import generate
 
     out = Path(args.out)
     if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".vti"):
         raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
     shape = generate.parse_shape(size=args.size, shape=args.shape)
     periodic = tuple(ax in (args.periodic or "").lower() for ax in "zyx")
+    # generate() writes --out itself: large volumes are streamed there tile by tile (tiling.py)
     result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
-                               device=args.device, periodic=periodic)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        io.write_npy(out, result.array)
-    elif out.suffix.lower() == ".vti":
-        io.write_vti(out, result.array, voxel_size=result.voxel_size or 1.0)
-    else:
-        io.write_tiff(out, result.array, voxel_size=result.voxel_size, unit=result.unit,
-                      phase_values=result.phase_values if result.kind == "nphase" else None)
+                               device=args.device, periodic=periodic, tile=args.tile, out_path=out,
+                               fractions=args.fractions)
     print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
+    if result.fractions:  # phase-fraction control report
+        f = result.fractions
+        print("fractions target " + " ".join(f"{v:.4f}" for v in f["target"]) + " | generator "
+              + " ".join(f"{v:.4f}" for v in f["before"]) + " | achieved "
+              + " ".join(f"{v:.4f}" for v in f["achieved"]))
+        if f.get("morphology"):
+            m = f["morphology"]
+            print(f"morphology change vs unconditioned: S2 {m['s2']:.4f}, surface area "
+                  f"{100 * (m['surface_area'] or 0):.1f} %")
     return 0
 
 
@@ -121,7 +133,7 @@ def cmd_metrics(args) -> int:
     voxel = args.voxel_size or meta.get("voxel_size")
     if args.reference:
         ref, ref_meta = _read_labels(args.reference)
-        result = metrics.compare(ref, labels, voxel_size=voxel)
+        result = metrics.compare(ref, labels, voxel_size=voxel, unit=meta.get("unit", "px"))
     else:
         result = metrics.summarize(labels, voxel_size=voxel, unit=meta.get("unit", "px"),
                                    tortuosity=args.tortuosity)
@@ -197,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x")
     g.add_argument("--device", default="auto")
+    g.add_argument("--fractions", metavar="F0,F1,...",
+                   help="target phase fractions, one per phase, summing to 1 (SliceGAN n-phase runs)")
+    g.add_argument("--tile", type=int, metavar="N",
+                   help="generate in tiles of N voxels a side (same volume, bounded memory); "
+                        "default: automatic when one pass would not fit; 0: one pass")
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("metrics", help="statistics of an image or volume, or compare with a reference")

@@ -29,6 +29,8 @@ class Generated:
     voxel_size: float | None = None
     unit: str = "px"
     model: str = ""
+    # phase-fraction control (fractions.py): target, before/achieved fractions, bias, morphology
+    fractions: dict | None = None
 
 
 def parse_shape(size=None, shape=None) -> tuple[int, int, int] | None:
@@ -52,11 +54,20 @@ def parse_shape(size=None, shape=None) -> tuple[int, int, int] | None:
 
 
 def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, device="auto",
-             periodic=(False, False, False)) -> Generated:
+             periodic=(False, False, False), tile: int | None = None, out_path=None,
+             progress=None, memory_budget_bytes: int | None = None, fractions=None) -> Generated:
     """Generate from the run in ``run_dir`` (its latest checkpoint).
 
     3D models: ``shape`` (Z, Y, X) voxels, or an int for a cube (default: 2x the training size).
     2D models: ``count`` images of the training size, stacked as (K, H, W[, 3]).
+    ``tile``: 3D models are generated in overlapping latent tiles of this many exact voxels a side
+    (identical result, bounded memory; see tiling.py); None picks tiling automatically when one
+    pass would not fit in memory, 0 forces one pass. ``out_path`` (.tif/.tiff/.npy/.vti): also
+    write the result there; large volumes are streamed (.npy memory-mapped, BigTIFF plane by
+    plane) and ``array`` is then a read-only memory map of the file. ``progress(fraction)``.
+    ``fractions``: target phase fractions (n-phase SliceGAN runs; see fractions.py): a conditional
+    model is sampled at them, then a per-phase logit bias makes the labels meet them; the report
+    is in ``Generated.fractions``. Done in one pass (not tiled).
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -68,17 +79,97 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
     trainer.load_state_dict(checkpoint["state"])
     data = config["data"]
     kind = data["kind"]
+    if fractions is not None and config["model"] not in VOLUME_MODELS:  # phase-fraction control
+        raise MatgenInputError(f"--fractions is for SliceGAN runs; {config['model']} makes 2D images.")
     if config["model"] in VOLUME_MODELS:
         if count not in (None, 1):
             raise MatgenInputError("--count is for 2D models; a SliceGAN run makes one volume per call "
                                    "(use --seed for others).")
         shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
-        array = decode(trainer.sample(shape, seed=seed, periodic=periodic), kind)
+        # --- phase-fraction control (fractions.py): one pass, calibrated on the whole volume ---
+        if fractions is not None:
+            from . import fractions as _fractions
+            from . import tiling
+
+            if tile or (tile is None and tiling.choose_tile(shape, trainer.config, memory_budget_bytes,
+                                                            device=trainer.device)):
+                raise MatgenInputError(
+                    f"--fractions works in one pass and {shape} needs tiling here; ask for a smaller "
+                    f"volume (or drop --tile).")
+            array, info = _fractions.generate_labels(trainer, run_dir, shape, seed, fractions,
+                                                     periodic=periodic)
+            if progress is not None:
+                progress(1.0)
+            if out_path is not None:
+                _write(out_path, array, data)
+            return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
+                             voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                             model=config["model"], fractions=info)
+        # --- end phase-fraction control ---
+        # --- tiled / streamed generation (tiling.py) ---
+        from . import tiling
+
+        if tile is None:
+            tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
+        if tile is not None and tile < 0:
+            raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
+        suffix = Path(out_path).suffix.lower() if out_path is not None else ""
+        opts = dict(seed=seed, tile=tile or None, periodic=periodic, progress=progress)
+        written = suffix == ".npy" or (suffix in (".tif", ".tiff") and tiling.needs_bigtiff(shape, kind))
+        if suffix == ".npy":
+            array = tiling.generate_npy(out_path, trainer, shape, **opts)
+        elif suffix in (".tif", ".tiff") and tiling.needs_bigtiff(shape, kind):
+            path = tiling.generate_bigtiff(out_path, trainer, shape, voxel_size=data.get("voxel_size"),
+                                           unit=data.get("unit", "px"), phase_values=_phases(data), **opts)
+            array = _tiff_map(path)
+        elif tile:
+            array = tiling.generate_array(trainer, shape, **opts)
+        else:
+            array = decode(trainer.sample(shape, seed=seed, periodic=periodic), kind)
+            if progress is not None:
+                progress(1.0)
+        if out_path is not None and not written:
+            _write(out_path, array, data)
+        # --- end tiled / streamed generation ---
     else:
         if shape is not None:
             raise MatgenInputError(f"{config['model']} makes 2D images of its training size; use "
                                    f"--count K instead of --size/--shape.")
         array = np.stack([decode(im, kind) for im in trainer.sample_images(count or 16, seed=seed)])
+        if out_path is not None:
+            _write(out_path, array, data)
     return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
                      voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
                      model=config["model"])
+
+
+# --- writing generated data (used by generate(out_path=...)) ---
+def _phases(data: dict):
+    return data.get("phase_values") if data.get("kind") == "nphase" else None
+
+
+def _write(out_path, array, data: dict) -> None:
+    from . import io
+
+    out = Path(out_path)
+    suffix = out.suffix.lower()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        io.write_npy(out, array)
+    elif suffix == ".vti":
+        io.write_vti(out, array, voxel_size=data.get("voxel_size") or 1.0)
+    elif suffix in (".tif", ".tiff"):
+        io.write_tiff(out, array, voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                      phase_values=_phases(data))
+    else:
+        raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
+
+
+def _tiff_map(path):
+    """A read-only memory map of an uncompressed TIFF (falls back to reading it)."""
+    import tifffile
+
+    try:
+        return tifffile.memmap(path, mode="r")
+    except ValueError:
+        return tifffile.imread(path)

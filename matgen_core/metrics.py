@@ -1314,7 +1314,8 @@ def format_table(result: dict) -> str:
         val, u = (t["physical"], t["physical_unit"]) if phys else (t["value"], t["unit"])
         lines.append(f"{t['kind']}: {_fmt(val, 0)} {u}")
     if result["isotropy"] is not None:
-        lines.append(f"isotropy index (S2 mean abs deviation between axes, worst phase): {result['isotropy']:.4f}")
+        lines.append("isotropy index (S2 mean abs deviation between axes, worst phase): "
+                     f"{result['isotropy']:.4f}")
     if result["tortuosity"]:
         t = result["tortuosity"]
         for p, per_axis in enumerate(t["phases"]):

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from . import runs
+from . import distributed, runs
 from .device import pick_device
 from .models import trainer_class
 
@@ -55,6 +55,8 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     callbacks = list(callbacks)
+    device = distributed.setup(device)  # torchrun: join the group, device per LOCAL_RANK (else no-op)
+    main = distributed.is_main()  # DDP: rank 0 alone writes checkpoints, losses, progress, previews
     torch.manual_seed(config.get("seed", 0))
     trainer = build_trainer(run_dir, device)
     total = int(steps if steps is not None else config["model_config"].get("steps", 1000))
@@ -65,17 +67,25 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
         trainer.load_state_dict(checkpoint["state"])
         start_step = int(checkpoint["step"])
         torch.set_rng_state(checkpoint["rng"])
-        _truncate_losses(run_dir, start_step)
+        if main:
+            _truncate_losses(run_dir, start_step)
+    # DDP: same weights on all ranks, gradients averaged before each optimiser step, own data per rank
+    distributed.make_data_parallel(trainer)
+    distributed.seed_for_rank(config.get("seed", 0), start_step)
 
     def save(step: int) -> None:
+        if not main:
+            return
         runs.save_checkpoint(run_dir, {"step": step, "state": trainer.state_dict(),
                                        "rng": torch.get_rng_state(), "model": config["model"]})
 
     def emit(event: dict) -> None:
-        for cb in callbacks:
+        for cb in callbacks if main else ():
             cb(event)
 
     def progress(step: int, status: str, elapsed: float) -> None:
+        if not main:
+            return
         runs.atomic_write_json(run_dir / "progress.json", dict(
             step=step, total_steps=total, status=status, pid=os.getpid(), elapsed_s=round(elapsed, 2),
             updated=time.time()))
@@ -85,14 +95,13 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
     last_ckpt_time = t0
     step, reason = start_step, "steps"
     progress(step, "running", 0.0)
-    losses_file = open(run_dir / "losses.jsonl", "a")
+    losses_file = open(run_dir / "losses.jsonl", "a") if main else open(os.devnull, "w")
     try:
         while step < total:
-            if stop is not None and stop.is_set():
-                reason = "stopped"
-                break
-            if deadline is not None and time.perf_counter() >= deadline:
-                reason = "time"
+            want = ("stopped" if stop is not None and stop.is_set() else
+                    "time" if deadline is not None and time.perf_counter() >= deadline else None)
+            if distributed.any_rank(want is not None):  # DDP: all ranks stop at the same step
+                reason = want or "stopped"
                 break
             losses = trainer.train_step(step)
             step += 1
@@ -108,7 +117,7 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
                 losses_file.flush()
             emit(dict(type="step", step=step, total_steps=total, losses=losses, elapsed_s=elapsed,
                       eta_s=eta, steps_per_s=rate))
-            if preview_every and (step % preview_every == 0 or step == total):
+            if main and preview_every and (step % preview_every == 0 or step == total):
                 image = trainer.preview()
                 _save_preview(run_dir, image)
                 emit(dict(type="preview", step=step, image=image))
@@ -123,6 +132,7 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
         raise
     losses_file.close()
     save(step)
+    distributed.barrier()  # DDP: the others wait until rank 0 has written the final checkpoint
     elapsed = time.perf_counter() - t0
     progress(step, "done" if step >= total else "stopped", elapsed)
     emit(dict(type="done", step=step, reason=reason, message=""))

@@ -244,6 +244,61 @@ def export_callable(gen, fmt: str):
 # small widgets
 
 
+def keep(key: str) -> dict:
+    """Widget kwargs so a setting survives switching pages (Streamlit >= 1.5x: persist_state)."""
+    return dict(key=key, persist_state="session") if _PERSIST else dict(key=key)
+
+
+def _persist_supported() -> bool:
+    import inspect
+
+    return "persist_state" in inspect.signature(st.slider).parameters
+
+
+_PERSIST = _persist_supported()
+
+
+def plane_names(count: int) -> list[str]:
+    """Which slices of the volume each training image stands for (SliceGAN's convention)."""
+    return {1: [""], 2: ["the XY plane", "both side planes (XZ and YZ)"],
+            3: ["the XY plane", "the XZ plane", "the YZ plane"]}.get(count, [""] * count)
+
+
+def preview_image(m):
+    """A Micrograph as an image for st.image: phase colours; the middle slice of a volume."""
+    from matgen_core import render
+
+    a = array_of(m)
+    if m.ndim == 3:
+        a = a[a.shape[0] // 2]
+    return render.to_display(a, m.kind)
+
+
+def phase_legend(phases) -> None:
+    """Coloured chips naming the phases, in the colours of the plots and the 3D view."""
+    from matgen_core import render
+
+    chips = "".join(
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;margin-right:0.3em;"
+        f"background:{render.phase_color(p)};border:1px solid #888;vertical-align:middle'></span>"
+        f"<span style='margin-right:1.2em'>phase {p}</span>" for p in phases)
+    st.markdown(chips, unsafe_allow_html=True)
+
+
+def surfaces_for(token: str, volume, phases) -> dict:
+    """3D surfaces of the generated volume, computed once per phase and kept in the session."""
+    from matgen_core import render
+
+    cache = st.session_state.get("_surfaces")
+    if cache is None or cache[0] != token:
+        cache = (token, {})
+        st.session_state["_surfaces"] = cache
+    missing = [p for p in phases if p not in cache[1]]
+    if missing:
+        cache[1].update(render.phase_surfaces(volume, missing))
+    return {p: cache[1][p] for p in phases}
+
+
 def fmt_value(v) -> str:
     """A phase value for display: 127, 85.3 or (255, 0, 0)."""
     if isinstance(v, (list, tuple)):
@@ -260,25 +315,57 @@ def error_box(err: BaseException) -> None:
     st.error(str(err), icon=":material/error:")
 
 
-def sidebar_status() -> None:
-    """Current dataset, run and training job, shown on every page."""
+def sidebar_status(slot) -> None:
+    """Current dataset, run, training job and generated data, in the sidebar of every page."""
     ss = st.session_state
-    with st.sidebar:
+    with slot:
         st.caption("CURRENT WORK")
         ds = ss.get("dataset")
         if ds:
+            more = f" (+{len(ds) - 1} more)" if len(ds) > 1 else ""
             st.markdown(f"**Dataset:** {ss.get('dataset_name') or 'uploaded'}  \n"
-                        f"<small>{describe(ds[0])}{' (+%d more)' % (len(ds) - 1) if len(ds) > 1 else ''}</small>",
-                        unsafe_allow_html=True)
+                        f"<small>{describe(ds[0])}{more}</small>", unsafe_allow_html=True)
         else:
             st.markdown("**Dataset:** none yet")
         run = current_run()
         st.markdown(f"**Model run:** {run.name if run else 'none yet'}")
-        for job in job_manager().running():
-            snap = job.snapshot()
-            total = snap["total_steps"] or 0
-            st.markdown(f"Training **{job.run_dir.name}**: step {snap['step']}/{total}")
+        running = bool(job_manager().running())
+
+        @st.fragment(run_every=2.0 if running else None)
+        def jobs_now() -> None:
+            for job in job_manager().running():
+                snap = job.snapshot()
+                st.progress(min(1.0, snap["step"] / max(snap["total_steps"] or 1, 1)),
+                            text=f"Training {job.run_dir.name}: step {snap['step']}")
+
+        jobs_now()
         gen = ss.get("generated")
         if gen is not None:
             shape = " x ".join(str(s) for s in gen.array.shape[:3 if gen.kind != "color" else 2])
             st.markdown(f"**Generated:** {shape}")
+
+
+@st.cache_resource
+def warm_up() -> bool:
+    """Once per server, after the first page is out: import the heavy modules (torch, VTK
+    rendering) and run a first FFT in a background thread, so the first training, statistics
+    or 3D view does not pay for it."""
+    import threading
+
+    def work() -> None:
+        try:
+            import torch
+
+            torch.fft.rfftn(torch.zeros(8, 8))
+            from matgen_core import generate, metrics, train  # noqa: F401
+
+            import pyvista  # noqa: F401
+            import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
+            from pyvista.plotting import Plotter  # noqa: F401
+
+            import panel  # noqa: F401  (stpyvista imports it: about 5 s)
+        except Exception:  # best effort only
+            pass
+
+    threading.Thread(target=work, name="matgen-warm-up", daemon=True).start()
+    return True

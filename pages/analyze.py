@@ -6,138 +6,153 @@ from matgen_core import render, runs
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-ss = st.session_state
-st.title("Analyze")
-st.caption("Does the generated microstructure have the statistics of the training image? "
-           "Training values come from the 2D training image; generated values from the "
-           "generated data (for a volume: its 2D slices in all three directions, so like is "
-           "compared with like).")
 
-gen = ss.get("generated")
-meta = ss.get("generated_meta") or {}
-if gen is None:
-    st.info("Generate a volume first (Generate & view page).", icon=":material/view_in_ar:")
-    st.page_link(_ui.PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
-    st.stop()
-if gen.kind != "nphase":
-    st.info("These statistics need segmented data (phases). This run was trained on "
-            f"{_ui.KIND_NAMES.get(gen.kind, gen.kind)} images; segment the image on the Dataset "
-            "page and train again to analyze phases.", icon=":material/info:")
-    st.stop()
+def main() -> None:
+    ss = st.session_state
+    st.title("Analyze")
+    st.caption("Does the generated microstructure have the statistics of the training image? "
+               "Training values come from the 2D training image; generated values from the "
+               "generated data (for a volume: its 2D slices in all three directions, so like is "
+               "compared with like).")
 
-run_dir = meta.get("run")
-try:
-    refs = runs.load_images(run_dir)
-except Exception:
-    refs = []
-if not refs:
-    st.warning("The training images of this run are missing; nothing to compare with.")
-    st.stop()
+    gen = ss.get("generated")
+    meta = ss.get("generated_meta") or {}
+    if gen is None:
+        st.info("Generate a volume first (Generate & view page).", icon=":material/view_in_ar:")
+        st.page_link(_ui.PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
+        return
+    if gen.kind != "nphase":
+        st.info("These statistics need segmented data (phases). This run was trained on "
+                f"{_ui.KIND_NAMES.get(gen.kind, gen.kind)} images; segment the image on the Dataset "
+                "page and train again to analyze phases.", icon=":material/info:")
+        return
 
-arr = gen.array
-is_volume = arr.ndim == 3 and gen.model == "slicegan"
-data = arr if is_volume else arr[0]
-n = int(max(int(np.max(refs[0])), int(np.max(arr)))) + 1
-vs, unit = gen.voxel_size, gen.unit or "px"
-st.markdown(f"Generated: **{' x '.join(map(str, arr.shape))}** from run `{meta.get('run_name')}` "
-            f"(seed {meta.get('seed')}); training image: **{' x '.join(map(str, refs[0].shape))}**"
-            + ("" if is_volume else "; statistics of the first sample"))
-if len(refs) > 1:
-    st.caption("Anisotropic run: compared with the first training image.")
+    run_dir = meta.get("run")
+    try:
+        refs = runs.load_images(run_dir)
+    except Exception:
+        refs = []
+    if not refs:
+        st.warning("The training images of this run are missing; nothing to compare with.")
+        return
 
-
-@st.cache_data(show_spinner="Computing statistics...", max_entries=4)
-def analysis(token: str, _ref, _gen, n_phases, voxel_size, unit):
-    from matgen_core import metrics
-
-    result = metrics.compare(_ref, _gen, n_phases=n_phases, voxel_size=voxel_size, unit=unit)
-    profiles = metrics.fraction_profiles(_gen, n_phases)
-    perc = metrics.percolation(_gen, n_phases)
-    return result, profiles, perc
+    arr = gen.array
+    is_volume = arr.ndim == 3 and gen.model == "slicegan"
+    data = arr if is_volume else arr[0]
+    n = max(len(gen.phase_values or []), int(np.max(refs[0])) + 1, int(np.max(arr)) + 1)
+    vs, unit = gen.voxel_size, gen.unit or "px"
+    st.markdown(f"Generated: **{' x '.join(map(str, arr.shape))}** from run `{meta.get('run_name')}` "
+                f"(seed {meta.get('seed')}); training image: **{' x '.join(map(str, refs[0].shape))}**"
+                + ("" if is_volume else "; statistics of the first sample"))
+    if len(refs) > 1:
+        st.caption("Anisotropic run: compared with the first training image.")
 
 
-try:
-    result, profiles, perc = analysis(meta.get("token", ""), refs[0], data, n, vs, unit)
-except MatgenInputError as err:
-    _ui.error_box(err)
-    st.stop()
+    @st.cache_data(show_spinner="Computing statistics...", max_entries=4)
+    def analysis(token: str, _ref, _gen, n_phases, voxel_size, unit):
+        from matgen_core import metrics
 
-import pandas as pd  # noqa: E402
+        result = metrics.compare(_ref, _gen, n_phases=n_phases, voxel_size=voxel_size, unit=unit)
+        profiles = metrics.fraction_profiles(_gen, n_phases)
+        perc = metrics.percolation(_gen, n_phases)
+        return result, profiles, perc
 
-NAMES = {"phase_fraction": "phase fraction", "specific_surface_area": "surface area / volume",
-         "specific_perimeter": "perimeter / area", "interface_area": "interface area / volume",
-         "tpb_density": "triple phase boundary density", "percolation": "percolating fraction",
-         "integral_range": "integral range", "isotropy": "anisotropy index"}
 
-tab_table, tab_s2, tab_prof, tab_tau = st.tabs(
-    ["Summary", "Two-point correlation", "Fraction profiles", "Tortuosity"])
+    try:
+        result, profiles, perc = analysis(meta.get("token", ""), refs[0], data, n, vs, unit)
+    except MatgenInputError as err:
+        _ui.error_box(err)
+        return
 
-with tab_table:
-    rows = result["rows"]
-    table = pd.DataFrame([{
-        "metric": NAMES.get(r["metric"], r["metric"]), "phase": str(r["phase"]),
-        "training": r["reference"], "generated": r["generated"],
-        "difference": (f"{100 * r['rel_error']:.1f} %" if r["rel_error"] is not None else "-"),
-        "unit": r["unit"],
-    } for r in rows])
-    st.dataframe(table, hide_index=True, column_config={
-        "training": st.column_config.NumberColumn(format="%.4g"),
-        "generated": st.column_config.NumberColumn(format="%.4g")})
-    err = result["errors"]
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Worst phase-fraction difference", f"{err['phase_fraction']:.3f}")
-    c2.metric("S2 mean difference (worst phase)", f"{err['s2']:.4f}")
-    if err.get("surface_area") is not None:
-        c3.metric("Worst surface-area difference", f"{100 * err['surface_area']:.1f} %")
-    if is_volume:
-        st.markdown("**Percolation of the generated volume** (fraction of each phase connected "
-                    "across the volume, per direction)")
-        st.dataframe(pd.DataFrame(np.asarray(perc), columns=["Z", "Y", "X"][:np.asarray(perc).shape[1]],
-                                  index=[f"phase {p}" for p in range(n)]).round(3))
+    import pandas as pd  # noqa: E402
 
-with tab_s2:
-    st.plotly_chart(render.compare_s2_figure(result), key="cmp_s2")
-    st.caption("Thick lines: generated, one per direction; thin dashed: training image. Matching "
-               "curves mean matching feature sizes and spacing.")
+    NAMES = {"phase_fraction": "phase fraction", "specific_surface_area": "surface area / volume",
+             "specific_perimeter": "perimeter / area", "interface_area": "interface area / volume",
+             "tpb_density": "triple phase boundary density", "percolation": "percolating fraction",
+             "integral_range": "integral range", "isotropy": "anisotropy index"}
 
-with tab_prof:
-    ref_fr = [r["reference"] for r in rows if r["metric"] == "phase_fraction"]
-    st.plotly_chart(render.profiles_figure(profiles, ref_fr), key="cmp_prof")
-    st.caption("Phase fraction of every slice along each direction; dashed: training image. "
-               "Flat profiles mean no drift or edge artefacts across the volume.")
+    tab_table, tab_s2, tab_prof, tab_tau = st.tabs(
+        ["Summary", "Two-point correlation", "Fraction profiles", "Tortuosity"])
 
-with tab_tau:
-    if not is_volume:
-        st.caption("Tortuosity is computed on 3D volumes.")
-    else:
-        st.markdown("Tortuosity factor of one phase for transport along one direction "
-                    "(finite-difference diffusion solve; takes seconds to minutes).")
-        c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
-        phase = c1.selectbox("Conducting phase", list(range(n)), index=min(1, n - 1),
-                             format_func=lambda p: f"phase {p}", key="tau_phase")
-        axis = c2.selectbox("Direction", [0, 1, 2], format_func=lambda a: "ZYX"[a], key="tau_axis")
-        run_tau = c3.button("Compute tortuosity", key="tau_btn", icon=":material/calculate:")
-        key = (meta.get("token"), int(phase), int(axis))
-        if run_tau:
-            from matgen_core import metrics
+    with tab_table:
+        rows = result["rows"]
+        table = pd.DataFrame([{
+            "metric": NAMES.get(r["metric"], r["metric"]), "phase": str(r["phase"]),
+            "training": r["reference"], "generated": r["generated"],
+            "difference": _difference(r),
+            "unit": r["unit"],
+        } for r in rows])
+        st.dataframe(table, hide_index=True, height=36 * (len(table) + 1) + 4, column_config={
+            "training": st.column_config.NumberColumn(format="%.4g"),
+            "generated": st.column_config.NumberColumn(format="%.4g")})
+        err = result["errors"]
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Worst phase-fraction difference", f"{err['phase_fraction']:.3f}")
+        c2.metric("S2 mean difference (worst phase)", f"{err['s2']:.4f}")
+        if err.get("surface_area") is not None:
+            c3.metric("Worst surface-area difference", f"{100 * err['surface_area']:.1f} %")
+        if is_volume:
+            st.markdown("**Percolation of the generated volume** (fraction of each phase connected "
+                        "across the volume, per direction)")
+            st.dataframe(pd.DataFrame(np.asarray(perc), columns=["Z", "Y", "X"][:np.asarray(perc).shape[1]],
+                                      index=[f"phase {p}" for p in range(n)]).round(3))
 
-            bar = st.progress(0.0, text="Solving...")
-            try:
-                res = metrics.tortuosity(
-                    arr, int(phase), int(axis), n_phases=n,
-                    progress=lambda f, it: bar.progress(min(1.0, float(f)),
-                                                        text=f"Solving... iteration {it}"))
-                ss.setdefault("tau_results", {})[key] = res
-            except MatgenInputError as err:
-                _ui.error_box(err)
-            bar.empty()
-        res = ss.get("tau_results", {}).get(key)
-        if res is not None:
-            tau = res["tau"]
-            c1, c2, c3 = st.columns(3)
-            c1.metric("Tortuosity factor", "infinite (not connected)" if tau is None or not np.isfinite(tau)
-                      else f"{tau:.3f}")
-            c2.metric("Relative effective diffusivity", f"{res['D_eff']:.4f}")
-            c3.metric("Phase fraction", f"{res['phase_fraction']:.3f}")
-            if not res.get("converged", True):
-                st.warning("The solver stopped before converging; the value is approximate.")
+    with tab_s2:
+        st.plotly_chart(render.compare_s2_figure(result), key="cmp_s2")
+        st.caption("Thick lines: generated, one per direction; thin dashed: training image. Matching "
+                   "curves mean matching feature sizes and spacing.")
+
+    with tab_prof:
+        ref_fr = [r["reference"] for r in rows if r["metric"] == "phase_fraction"]
+        st.plotly_chart(render.profiles_figure(profiles, ref_fr), key="cmp_prof")
+        st.caption("Phase fraction of every slice along each direction; dashed: training image. "
+                   "Flat profiles mean no drift or edge artefacts across the volume.")
+
+    with tab_tau:
+        if not is_volume:
+            st.caption("Tortuosity is computed on 3D volumes.")
+        else:
+            st.markdown("Tortuosity factor of one phase for transport along one direction "
+                        "(finite-difference diffusion solve; takes seconds to minutes).")
+            c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
+            phase = c1.selectbox("Conducting phase", list(range(n)), index=min(1, n - 1),
+                                 format_func=lambda p: f"phase {p}", key="tau_phase")
+            axis = c2.selectbox("Direction", [0, 1, 2], format_func=lambda a: "ZYX"[a], key="tau_axis")
+            run_tau = c3.button("Compute tortuosity", key="tau_btn", icon=":material/calculate:")
+            key = (meta.get("token"), int(phase), int(axis))
+            if run_tau:
+                from matgen_core import metrics
+
+                bar = st.progress(0.0, text="Solving...")
+                try:
+                    res = metrics.tortuosity(
+                        arr, int(phase), int(axis), n_phases=n,
+                        progress=lambda f, it: bar.progress(min(1.0, float(f)),
+                                                            text=f"Solving... iteration {it}"))
+                    ss.setdefault("tau_results", {})[key] = res
+                except MatgenInputError as err:
+                    _ui.error_box(err)
+                bar.empty()
+            res = ss.get("tau_results", {}).get(key)
+            if res is not None:
+                tau = res["tau"]
+                c1, c2, c3 = st.columns(3)
+                c1.metric("Tortuosity factor", "infinite (not connected)" if tau is None or not np.isfinite(tau)
+                          else f"{tau:.3f}")
+                c2.metric("Relative effective diffusivity", f"{res['D_eff']:.4f}")
+                c3.metric("Phase fraction", f"{res['phase_fraction']:.3f}")
+                if not res.get("converged", True):
+                    st.warning("The solver stopped before converging; the value is approximate.")
+
+
+def _difference(row: dict) -> str:
+    """Generated minus training: absolute for fractions (0..1), relative for everything else."""
+    if row["unit"] == "" and row["metric"] in ("phase_fraction", "percolation"):
+        return f"{row['generated'] - row['reference']:+.3f}"
+    if row["rel_error"] is None:
+        return "-"
+    sign = "+" if row["generated"] >= row["reference"] else "-"
+    return f"{sign}{100 * row['rel_error']:.1f} %"
+
+
+main()

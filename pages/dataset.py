@@ -4,149 +4,157 @@ import streamlit as st
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-ss = st.session_state
-st.title("Dataset")
-st.caption("The image(s) the model learns from. One image for an isotropic material (the same "
-           "in every direction); two or three images of perpendicular planes for an anisotropic "
-           "one (SliceGAN only).")
 
-files = st.file_uploader(
-    "Drop micrograph(s) here: PNG, JPEG or TIFF; 1 image, or 2-3 perpendicular views",
-    type=_ui.UPLOAD_TYPES, accept_multiple_files=True, key="upload",
-)
+def main() -> None:
+    ss = st.session_state
+    st.title("Dataset")
+    st.caption("The image(s) the model learns from. One image for an isotropic material (the same "
+               "in every direction); two or three images of perpendicular planes for an anisotropic "
+               "one (SliceGAN only).")
 
-# A new upload replaces the raw images; an empty uploader (e.g. after visiting another page)
-# keeps what was loaded before.
-if files:
-    names = tuple(f.name for f in files)
-    token = tuple((f.name, f.size) for f in files)
-    if ss.get("upload_token") != token:
-        if len(files) > 3:
-            _ui.error_box(MatgenInputError(f"{len(files)} files were dropped; SliceGAN trains on 1 "
-                                           f"image, or 2-3 images of perpendicular planes."))
-            st.stop()
-        try:
-            raws = [_ui.read_upload(f.name, f.getvalue()) for f in files]
-        except MatgenInputError as err:
-            _ui.error_box(err)
-            st.stop()
-        ss.upload_token = token
-        ss.raw = raws
-        ss.raw_name = ", ".join(names)
-        _ui.reset_keys("ds_")
+    files = st.file_uploader(
+        "Drop micrograph(s) here: PNG, JPEG or TIFF; 1 image, or 2-3 perpendicular views",
+        type=_ui.UPLOAD_TYPES, accept_multiple_files=True, key="upload",
+    )
 
-raws = ss.get("raw") or []
-if not raws:
-    st.info("No image loaded yet: drop a micrograph above.", icon=":material/upload:")
-    st.stop()
+    # A new upload replaces the raw images; an empty uploader (e.g. after visiting another page)
+    # keeps what was loaded before.
+    if files:
+        names = tuple(f.name for f in files)
+        token = tuple((f.name, f.size) for f in files)
+        if ss.get("upload_token") != token:
+            if len(files) > 3:
+                _ui.error_box(MatgenInputError(f"{len(files)} files were dropped; SliceGAN trains on 1 "
+                                               f"image, or 2-3 images of perpendicular planes."))
+                return
+            try:
+                raws = [_ui.read_upload(f.name, f.getvalue()) for f in files]
+            except MatgenInputError as err:
+                _ui.error_box(err)  # keep showing the dataset loaded before
+            else:
+                ss.upload_token = token
+                ss.raw = raws
+                ss.raw_name = ", ".join(names)
+                _ui.reset_keys("ds_")
 
-if not files and "bundled" in ss.get("raw_name", ""):
-    st.info("Showing the bundled example electrode. Drop your own image above to replace it.",
-            icon=":material/lightbulb:")
+    raws = ss.get("raw") or []
+    if not raws:
+        st.info("No image loaded yet: drop a micrograph above.", icon=":material/upload:")
+        return
 
-first = raws[0]
+    if not files and "bundled" in ss.get("raw_name", ""):
+        st.info("Showing the bundled example electrode. Drop your own image above to replace it.",
+                icon=":material/lightbulb:")
 
+    first = raws[0]
 
-def keep(key):
-    return dict(key=key, persist_state="session")
+    keep = _ui.keep
 
+    st.subheader("What was detected")
+    planes = _ui.plane_names(len(raws))
+    for m, plane in zip(raws, planes):
+        st.markdown(f"- **{m.source}**: {_ui.describe(m)}" + (f"; used for {plane}" if plane else ""))
+    if len(raws) > 1:
+        st.caption("Anisotropic training: drop the images in this order: the XY plane (top view) "
+                   "first, then the side views (XZ, then YZ). With two images the second is used "
+                   "for both side views.")
+    kinds = {m.kind for m in raws}
+    if len(kinds) > 1:
+        _ui.error_box(MatgenInputError("The images are of different kinds (" + ", ".join(sorted(kinds))
+                                       + "); upload images of the same kind (all segmented or all "
+                                       "grayscale)."))
+        return
 
-st.subheader("What was detected")
-for m in raws:
-    st.markdown(f"- **{m.source}**: {_ui.describe(m)}")
-kinds = {m.kind for m in raws}
-if len(kinds) > 1:
-    _ui.error_box(MatgenInputError("The images are of different kinds (" + ", ".join(sorted(kinds))
-                                   + "); upload images of the same kind (all segmented or all "
-                                   "grayscale)."))
-    st.stop()
+    UNITS = ["px", "nm", "um", "mm"]
+    col_set, col_view = st.columns([1, 2], gap="large")
+    with col_set:
+        st.subheader("Settings")
+        segment = False
+        n_phases = None
+        if first.kind == "gray":
+            use = st.radio("Train on", ["phases (segment the image)", "grayscale values"],
+                           help="Segmenting into phases gives phase fractions, surface areas, "
+                                "tortuosity and 3D surfaces; grayscale keeps the raw intensities.",
+                           **keep("ds_segment"))
+            segment = use.startswith("phases")
+            if segment:
+                n_phases = st.slider("Number of phases", 2, 5, 2, help="Thresholds are chosen "
+                                     "automatically (multi-Otsu); the preview updates live.",
+                                     **keep("ds_nphases"))
+        elif first.kind == "color":
+            st.caption("Colour image: the model learns the RGB values.")
 
-UNITS = ["px", "nm", "um", "mm"]
-col_set, col_view = st.columns([1, 2], gap="large")
-with col_set:
-    st.subheader("Settings")
-    segment = False
-    n_phases = None
-    if first.kind == "gray":
-        use = st.radio("Train on", ["phases (segment the image)", "grayscale values"],
-                       help="Segmenting into phases gives phase fractions, surface areas, "
-                            "tortuosity and 3D surfaces; grayscale keeps the raw intensities.",
-                       **keep("ds_segment"))
-        segment = use.startswith("phases")
+        unit0 = getattr(first, "unit", None) or "px"
+        c1, c2 = st.columns([2, 1])
+        voxel = c1.number_input("Pixel size", min_value=0.0,
+                                value=float(first.voxel_size or 1.0), format="%.4g",
+                                help="Physical size of one pixel of the file (before downsampling). "
+                                     "Leave the unit 'px' if unknown.", **keep("ds_voxel"))
+        unit = c2.selectbox("Unit", UNITS, index=UNITS.index(unit0) if unit0 in UNITS else 0,
+                            **keep("ds_unit"))
+        factor = st.select_slider("Downsample", options=[1, 2, 3, 4], value=1,
+                                  help="Features should be a few to a few tens of pixels wide: the "
+                                       "model sees 64 x 64 windows.", **keep("ds_factor"))
+        with st.expander("Crop (remove a scale bar or a border)"):
+            c1, c2 = st.columns(2)
+            top = c1.number_input("Top", 0, 4000, 0, **keep("ds_top"))
+            bottom = c2.number_input("Bottom", 0, 4000, 0, **keep("ds_bottom"))
+            left = c1.number_input("Left", 0, 4000, 0, **keep("ds_left"))
+            right = c2.number_input("Right", 0, 4000, 0, **keep("ds_right"))
+
+    # Build the dataset the model will train on, live: what you see is what you train.
+    try:
+        prepared = _ui.prepare_dataset(raws, n_phases if segment else None, voxel, unit,
+                                       (top, bottom, left, right), factor)
+        _ui.set_dataset(prepared, ss.get("raw_name", ""))
+    except MatgenInputError as err:
+        _ui.error_box(err)
+        return
+
+    with col_view:
+        st.subheader("Training image" + ("s" if len(prepared) > 1 else ""))
         if segment:
-            n_phases = st.slider("Number of phases", 2, 5, 2, help="Thresholds are chosen "
-                                 "automatically (multi-Otsu); the preview updates live.",
-                                 **keep("ds_nphases"))
-    elif first.kind == "color":
-        st.caption("Colour image: the model learns the RGB values.")
+            st.caption("Left: original. Right: phases found by multi-Otsu thresholding.")
+            for raw, m in zip(raws, prepared):
+                a, b = st.columns(2)
+                shown = _ui.crop_downsample(raw, top, bottom, left, right, factor)
+                a.image(_ui.preview_image(shown), width="stretch")
+                b.image(_ui.preview_image(m), width="stretch")
+        else:
+            cols = st.columns(len(prepared))
+            for col, m in zip(cols, prepared):
+                col.image(_ui.preview_image(m), caption=m.source + (" (middle slice)" if m.ndim == 3
+                                                                    else ""), width="stretch")
+        st.success(f"This is the current dataset: {_ui.describe(prepared[0])}. Next: **Train**.",
+                   icon=":material/check_circle:")
+        st.page_link(_ui.PAGES["train"], label="Go to Train", icon=":material/arrow_forward:")
 
-    unit0 = getattr(first, "unit", None) or "px"
-    c1, c2 = st.columns([2, 1])
-    voxel = c1.number_input("Pixel size", min_value=0.0,
-                            value=float(first.voxel_size or 1.0), format="%.4g",
-                            help="Physical size of one pixel of the file (before downsampling). "
-                                 "Leave the unit 'px' if unknown.", **keep("ds_voxel"))
-    unit = c2.selectbox("Unit", UNITS, index=UNITS.index(unit0) if unit0 in UNITS else 0,
-                        **keep("ds_unit"))
-    factor = st.select_slider("Downsample", options=[1, 2, 3, 4], value=1,
-                              help="Features should be a few to a few tens of pixels wide: the "
-                                   "model sees 64 x 64 windows.", **keep("ds_factor"))
-    with st.expander("Crop (remove a scale bar or a border)"):
-        c1, c2 = st.columns(2)
-        top = c1.number_input("Top", 0, 4000, 0, **keep("ds_top"))
-        bottom = c2.number_input("Bottom", 0, 4000, 0, **keep("ds_bottom"))
-        left = c1.number_input("Left", 0, 4000, 0, **keep("ds_left"))
-        right = c2.number_input("Right", 0, 4000, 0, **keep("ds_right"))
-
-# Build the dataset the model will train on, live: what you see is what you train.
-try:
-    prepared = _ui.prepare_dataset(raws, n_phases if segment else None, voxel, unit,
-                                   (top, bottom, left, right), factor)
-    _ui.set_dataset(prepared, ss.get("raw_name", ""))
-except MatgenInputError as err:
-    _ui.error_box(err)
-    st.stop()
-
-with col_view:
-    from matgen_core import render
-
-    st.subheader("Training image" + ("s" if len(prepared) > 1 else ""))
-    if segment:
-        st.caption("Left: original. Right: phases found by multi-Otsu thresholding.")
-        for raw, m in zip(raws, prepared):
-            a, b = st.columns(2)
-            a.image(render.to_display(_ui.crop_downsample(raw, top, bottom, left, right, factor).image,
-                                      raw.kind), width="stretch")
-            b.image(render.to_display(m.labels, "nphase"), width="stretch")
+    st.subheader("Statistics")
+    if prepared[0].kind != "nphase":
+        st.caption("Phase statistics need a segmented image; choose 'phases' above to see them.")
     else:
-        cols = st.columns(len(prepared))
-        for col, m in zip(cols, prepared):
-            col.image(render.to_display(_ui.array_of(m), m.kind), caption=m.source, width="stretch")
-    st.success(f"This is the current dataset: {_ui.describe(prepared[0])}. Next: **Train**.",
-               icon=":material/check_circle:")
-    st.page_link(_ui.PAGES["train"], label="Go to Train", icon=":material/arrow_forward:")
+        import pandas as pd
 
-st.subheader("Statistics")
-if prepared[0].kind != "nphase":
-    st.caption("Phase statistics need a segmented image; choose 'phases' above to see them.")
-else:
-    import pandas as pd
+        from matgen_core import metrics
 
-    from matgen_core import metrics
+        @st.cache_data(show_spinner="Computing statistics...", max_entries=8)
+        def stats(labels, n):
+            return metrics.phase_fractions(labels, n), metrics.s2_all(labels, n, r_max=64)
 
-    @st.cache_data(show_spinner="Computing statistics...", max_entries=8)
-    def stats(labels, n):
-        return metrics.phase_fractions(labels, n), metrics.s2_all(labels, n, r_max=64)
+        for m in prepared:
+            fractions, s2 = stats(m.labels, m.n_phases)
+            left_col, right_col = st.columns([1, 2])
+            with left_col:
+                st.markdown(f"**{m.source}**")
+                table = pd.DataFrame({"phase": list(range(m.n_phases)),
+                                      "value in file": [_ui.fmt_value(v) for v in (m.phase_values or range(m.n_phases))],
+                                      "fraction": [round(float(f), 4) for f in fractions]})
+                st.dataframe(table, hide_index=True)
+            with right_col:
+                from matgen_core import render
 
-    for m in prepared:
-        fractions, s2 = stats(m.labels, m.n_phases)
-        left_col, right_col = st.columns([1, 2])
-        with left_col:
-            st.markdown(f"**{m.source}**")
-            table = pd.DataFrame({"phase": list(range(m.n_phases)),
-                                  "value in file": [_ui.fmt_value(v) for v in (m.phase_values or range(m.n_phases))],
-                                  "fraction": [round(float(f), 4) for f in fractions]})
-            st.dataframe(table, hide_index=True)
-        with right_col:
-            st.plotly_chart(render.s2_figure(s2, voxel_size=m.voxel_size, unit=m.unit),
-                            key=f"s2_{m.source}")
+                st.plotly_chart(render.s2_figure(s2, voxel_size=m.voxel_size, unit=m.unit),
+                                key=f"s2_{m.source}")
+
+
+main()

@@ -9,148 +9,161 @@ from matgen_core import render, runs
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-ss = st.session_state
-st.title("Generate & view")
 
-infos = [i for i in runs.list_runs(_ui.runs_home()) if runs.latest_checkpoint(i.path) is not None]
-if not infos:
-    st.info("No trained model yet: train one on the **Train** page (a checkpoint is saved every "
-            "50 steps and when training stops).", icon=":material/model_training:")
-    st.page_link(_ui.PAGES["train"], label="Go to Train", icon=":material/arrow_forward:")
-    st.stop()
+def main() -> None:
+    ss = st.session_state
+    st.title("Generate & view")
 
-names = [i.name for i in infos]
-current = _ui.current_run()
-index = names.index(current.name) if current is not None and current.name in names else 0
-c1, c2 = st.columns([2, 1])
-pick = c1.selectbox("Model run", names, index=index, key="gen_run",
-                    help="Runs with a saved checkpoint. A run still training uses its latest "
-                         "checkpoint.")
-info = infos[names.index(pick)]
-run_dir = info.path
-if current is None or current.name != pick:
-    _ui.set_run(run_dir)
-config = runs.load_config(run_dir)
-is_3d = config["model"] == "slicegan"
-mc = config["model_config"]
-c2.markdown(f"<br>{info.model}, step {info.step} / {info.total_steps}, {info.status}",
-            unsafe_allow_html=True)
+    infos = [i for i in runs.list_runs(_ui.runs_home()) if runs.latest_checkpoint(i.path) is not None]
+    if not infos:
+        st.info("No trained model yet: train one on the **Train** page (a checkpoint is saved every "
+                "50 steps and when training stops).", icon=":material/model_training:")
+        st.page_link(_ui.PAGES["train"], label="Go to Train", icon=":material/arrow_forward:")
+        return
 
-with st.form("gen_form", border=True):
-    if is_3d:
-        st.markdown("**Volume size** (voxels; any size, generation is seamless)")
-        side = int(mc.get("img_size", 64)) * 2
-        cz, cy, cx, cs = st.columns(4)
-        z = cz.number_input("Z (depth)", 8, 1024, side, step=16, key="gen_z")
-        y = cy.number_input("Y (height)", 8, 1024, side, step=16, key="gen_y")
-        x = cx.number_input("X (width)", 8, 1024, side, step=16, key="gen_x")
-        seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed",
-                               help="Same run + size + seed = the same volume.")
-    else:
-        cc, cs = st.columns(2)
-        count = cc.slider("Number of images", 1, 32, 8, key="gen_count")
-        seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
-    go = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
+    names = [i.name for i in infos]
+    current = _ui.current_run()
+    index = names.index(current.name) if current is not None and current.name in names else 0
+    c1, c2 = st.columns([2, 1])
+    pick = c1.selectbox("Model run", names, index=index, key="gen_run",
+                        help="Runs with a saved checkpoint. A run still training uses its latest "
+                             "checkpoint.")
+    info = infos[names.index(pick)]
+    run_dir = info.path
+    if current is None or current.name != pick:
+        _ui.set_run(run_dir)
+    config = runs.load_config(run_dir)
+    is_3d = config["model"] == "slicegan"
+    mc = config["model_config"]
+    c2.markdown(f"<br>{info.model}, step {info.step} / {info.total_steps}, {info.status}",
+                unsafe_allow_html=True)
 
-if go:
-    from matgen_core import generate as gen_mod
+    with st.form("gen_form", border=True):
+        if is_3d:
+            st.markdown("**Volume size** (voxels; any size, generation is seamless)")
+            side = int(mc.get("img_size", 64)) * 2
+            cz, cy, cx, cs = st.columns(4)
+            z = cz.number_input("Z (depth)", 8, 1024, side, step=16, key="gen_z")
+            y = cy.number_input("Y (height)", 8, 1024, side, step=16, key="gen_y")
+            x = cx.number_input("X (width)", 8, 1024, side, step=16, key="gen_x")
+            seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed",
+                                   help="Same run + size + seed = the same volume.")
+        else:
+            cc, cs = st.columns(2)
+            count = cc.slider("Number of images", 1, 32, 8, key="gen_count")
+            seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+        go = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
 
-    kwargs = dict(seed=int(seed), device="auto")
-    if is_3d:
-        kwargs["shape"] = (int(z), int(y), int(x))
-    else:
-        kwargs["count"] = int(count)
-    bar = st.progress(0.0, text="Generating...")
-    if "progress" in inspect.signature(gen_mod.generate).parameters:
-        kwargs["progress"] = lambda f, *a: bar.progress(min(1.0, float(f)), text="Generating...")
-    t0 = time.perf_counter()
-    try:
-        with st.spinner("Generating..."):
-            result = gen_mod.generate(run_dir, **kwargs)
-    except MatgenInputError as err:
+    if go:
+        from matgen_core import generate as gen_mod
+
+        kwargs = dict(seed=int(seed), device="auto")
+        if is_3d:
+            kwargs["shape"] = (int(z), int(y), int(x))
+        else:
+            kwargs["count"] = int(count)
+        bar = st.progress(0.0, text="Generating...")
+        if "progress" in inspect.signature(gen_mod.generate).parameters:
+            kwargs["progress"] = lambda f, *a: bar.progress(min(1.0, float(f)), text="Generating...")
+        t0 = time.perf_counter()
+        try:
+            with st.spinner("Generating..."):
+                result = gen_mod.generate(run_dir, **kwargs)
+        except MatgenInputError as err:
+            bar.empty()
+            _ui.error_box(err)
+            return
         bar.empty()
-        _ui.error_box(err)
-        st.stop()
-    bar.empty()
-    ss.generated = result
-    ss.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=int(seed),
-                             token=uuid.uuid4().hex, seconds=time.perf_counter() - t0)
-    ss.pop("surfaces", None)
+        ss.generated = result
+        ss.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=int(seed),
+                                 token=uuid.uuid4().hex, seconds=time.perf_counter() - t0)
 
-gen = ss.get("generated")
-meta = ss.get("generated_meta") or {}
-if gen is None:
-    st.caption("Generated data appears here.")
-    st.stop()
-if meta.get("run") != str(run_dir):
-    st.caption(f"Showing the last generated data, from run `{meta.get('run_name')}`.")
-
-arr = gen.array
-vol = arr.ndim == 3 and gen.kind != "color" or arr.ndim == 4 and gen.kind == "color"
-kind = gen.kind
-n = int(arr.max()) + 1 if kind == "nphase" else 0
-st.success(f"Generated {' x '.join(map(str, arr.shape[:3] if vol else arr.shape[:1]))} "
-           f"{'voxels' if vol else 'images'} in {meta.get('seconds', 0):.1f} s (seed "
-           f"{meta.get('seed')}). Next: **Analyze** or **Export**.", icon=":material/check_circle:")
+    gen = ss.get("generated")
+    if gen is None:
+        st.caption("Generated data appears here.")
+    else:
+        show_generated(gen, ss.get("generated_meta") or {}, run_dir)
+    phase_fraction_placeholder()
 
 
-def legend(phases) -> None:
-    chips = " ".join(
-        f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{render.phase_color(p)};"
-        f"border:1px solid #888;vertical-align:middle'></span>&nbsp;phase {p}&nbsp;&nbsp;"
-        for p in phases)
-    st.markdown(chips, unsafe_allow_html=True)
+def show_generated(gen, meta: dict, run_dir) -> None:
+    if meta.get("run") != str(run_dir):
+        st.caption(f"Showing the last generated data, from run `{meta.get('run_name')}`.")
+    arr = gen.array
+    kind = gen.kind
+    vol = gen.model == "slicegan"
+    n = (len(gen.phase_values) or int(arr.max()) + 1) if kind == "nphase" else 0
+    size = " x ".join(map(str, arr.shape[:3])) + " voxels" if vol else f"{arr.shape[0]} images"
+    st.success(f"Generated {size} in {meta.get('seconds', 0):.1f} s (seed {meta.get('seed')}). "
+               f"Next: **Analyze** or **Export**.", icon=":material/check_circle:")
+    if not vol:
+        st.subheader("Samples")
+        cols = st.columns(4)
+        for k, a in enumerate(arr):
+            cols[k % 4].image(render.to_display(a, kind), caption=f"sample {k + 1}", width="stretch")
+        return
 
-
-if vol:
     view3d, slices = st.tabs(["3D view", "Slices (full resolution)"])
     with view3d:
-        c1, c2 = st.columns([2, 1])
-        visible = list(range(n))
-        opacity = 1.0
-        if kind == "nphase":
-            visible = c1.pills("Phases shown", list(range(n)), selection_mode="multi",
-                               default=list(range(1, n)) if n > 1 else [0],
-                               format_func=lambda p: f"phase {p}", key="view_phases",
-                               help="Phase 0 is hidden at first so the others can be seen.")
-            opacity = c2.slider("Opacity", 0.1, 1.0, 1.0, 0.05, key="view_opacity")
-        show = st.toggle("Show the 3D view", value=True, key="view_on",
-                         help="Interactive: drag to rotate, scroll to zoom. Surfaces are computed "
-                              "on a reduced grid; the Slices tab shows every voxel.")
-        if show:
-            from stpyvista import stpyvista
-
-            if kind == "nphase" and not visible:
-                st.caption("Select at least one phase to show.")
-            else:
-                with st.spinner("Building the 3D view..."):
-                    cached = ss.get("surfaces")
-                    if kind == "nphase" and (cached is None or cached[0] != meta.get("token")):
-                        surfaces = render.phase_surfaces(arr, voxel_size=1.0)
-                        ss.surfaces = (meta.get("token"), surfaces)
-                    surfaces = ss.surfaces[1] if kind == "nphase" else None
-                    plotter = render.plotter_for(arr, visible, opacity, kind=kind,
-                                                 surfaces=surfaces, window_size=(800, 560))
-                    if kind == "nphase":
-                        legend(visible)
-                    stpyvista(plotter, key=f"view3d_{meta.get('token', '')[:8]}")
+        view_3d(arr, kind, n, meta.get("token", ""))
     with slices:
-        zmax, ymax, xmax = arr.shape[:3]
-        c1, c2, c3 = st.columns(3)
-        iz = c1.slider("Z slice", 0, zmax - 1, zmax // 2, key="sl_z")
-        iy = c2.slider("Y slice", 0, ymax - 1, ymax // 2, key="sl_y")
-        ix = c3.slider("X slice", 0, xmax - 1, xmax // 2, key="sl_x")
-        st.plotly_chart(render.slices_figure(arr, kind, (iz, iy, ix)), key="slices_fig")
-        if kind == "nphase":
-            legend(range(n))
-else:
-    st.subheader("Samples")
-    images = [render.to_display(a, kind) for a in arr]
-    cols = st.columns(4)
-    for k, img in enumerate(images):
-        cols[k % 4].image(img, caption=f"sample {k + 1}", width="stretch")
+        view_slices(arr, kind, n)
 
-st.divider()
-st.subheader("Phase fractions")
-st.info("PLACEHOLDER (coming in a later version): sliders to ask for different phase fractions "
-        "(e.g. more pore space) while keeping the learned texture.", icon=":material/construction:")
+
+@st.fragment
+def view_3d(arr, kind: str, n: int, token: str) -> None:
+    """The interactive 3D view; a fragment, so its widgets redraw only the view."""
+    visible, opacity = list(range(n)), 1.0
+    c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
+    if kind == "nphase":
+        visible = c1.pills("Phases shown", list(range(n)), selection_mode="multi",
+                           default=list(range(1, n)) if n > 1 else [0],
+                           format_func=lambda p: f"phase {p}", key="view_phases",
+                           help="Phase 0 (often pore space) starts hidden so the solid phases "
+                                "can be seen.")
+        opacity = c2.slider("Opacity", 0.1, 1.0, 1.0, 0.05, key="view_opacity")
+    show = c3.toggle("3D view", value=True, key="view_on",
+                     help="Drag to rotate, scroll to zoom. Surfaces are drawn on a reduced grid; "
+                          "the Slices tab shows every voxel.")
+    if not show:
+        return
+    if kind == "nphase" and not visible:
+        st.caption("Select at least one phase to show.")
+        return
+    with st.spinner("Building the 3D view..."):
+        from stpyvista import stpyvista
+
+        surfaces = None
+        if kind == "nphase":
+            surfaces = _ui.surfaces_for(token, arr, visible)
+            _ui.phase_legend(visible)
+            if all(surfaces[p].n_points == 0 for p in visible):
+                st.caption("These phases are too fine (or absent) to draw as surfaces; see the "
+                           "Slices tab.")
+        plotter = render.plotter_for(arr, visible, opacity, kind=kind, surfaces=surfaces,
+                                     window_size=(800, 560))
+        stpyvista(plotter, key=f"view3d_{token[:8]}")
+
+
+@st.fragment
+def view_slices(arr, kind: str, n: int) -> None:
+    """Full-resolution orthogonal slices; a fragment, so moving a slider redraws only them."""
+    zmax, ymax, xmax = arr.shape[:3]
+    c1, c2, c3 = st.columns(3)
+    iz = c1.slider("Z slice", 0, zmax - 1, zmax // 2, key="sl_z")
+    iy = c2.slider("Y slice", 0, ymax - 1, ymax // 2, key="sl_y")
+    ix = c3.slider("X slice", 0, xmax - 1, xmax // 2, key="sl_x")
+    st.plotly_chart(render.slices_figure(arr, kind, (iz, iy, ix)), key="slices_fig")
+    if kind == "nphase":
+        _ui.phase_legend(range(n))
+
+
+def phase_fraction_placeholder() -> None:
+    st.divider()
+    st.subheader("Phase fractions")
+    st.info("PLACEHOLDER, coming in a later version: sliders to ask for other phase fractions "
+            "(e.g. more pore space) while keeping the learned texture.",
+            icon=":material/construction:")
+
+
+main()

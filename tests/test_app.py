@@ -147,9 +147,9 @@ def test_train_generate_analyze_export(home, monkeypatch):
         check(at)
         seen.append(loss_points(at))
         bar = at.get("progress")
-        if bar and bar[0].proto.text.startswith("done"):
+        if bar and bar[0].proto.text.startswith("Finished"):
             break
-    assert bar[0].proto.text.startswith("done: step 12 / 12"), bar[0].proto.text
+    assert bar[0].proto.text.startswith("Finished: step 12 / 12"), bar[0].proto.text
     assert seen[-1] == 12 and len(set(seen)) >= 2, f"loss chart did not update live: {seen}"
     assert "Stop" not in [b.label for b in at.button]
     assert any(b.label == "Resume" for b in at.button)
@@ -172,7 +172,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     gen = at.session_state["generated"]
     assert gen.array.shape == (32, 32, 32) and gen.kind == "nphase"
     assert any("Generated 32 x 32 x 32" in s.value for s in at.success)
-    assert at.session_state["surfaces"][0] == at.session_state["generated_meta"]["token"]
+    assert at.session_state["_surfaces"][0] == at.session_state["generated_meta"]["token"]
     assert at.get("plotly_chart"), "orthogonal slices missing"
     assert "Phase fractions" in [h.value for h in at.subheader]
     # toggle a phase off and change opacity: still fine
@@ -234,16 +234,16 @@ def test_stop_and_resume_buttons(home):
         time.sleep(0.5)
         at.run()
         bar = at.get("progress")
-        if bar and bar[0].proto.text.startswith("running: step"):
+        if bar and bar[0].proto.text.startswith("Training: step"):
             break
     at.button(key="stop_btn").click().run()
     check(at)
     for _ in range(60):
         time.sleep(0.5)
         at.run()
-        if at.get("progress")[0].proto.text.startswith("stopped"):
+        if at.get("progress")[0].proto.text.startswith("Stopped"):
             break
-    assert at.get("progress")[0].proto.text.startswith("stopped")
+    assert at.get("progress")[0].proto.text.startswith("Stopped")
     step = int(at.get("progress")[0].proto.text.split("step ")[1].split(" ")[0])
     assert step >= 1
     # a second job cannot start while one runs: resume, then try to start another run
@@ -253,6 +253,47 @@ def test_stop_and_resume_buttons(home):
     for _ in range(120):
         time.sleep(0.5)
         at.run()
-        if at.get("progress")[0].proto.text.startswith("done"):
+        if at.get("progress")[0].proto.text.startswith("Finished"):
             break
-    assert at.get("progress")[0].proto.text.startswith(f"done: step {step + 2}")
+    assert at.get("progress")[0].proto.text.startswith(f"Finished: step {step + 2}")
+
+
+def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
+    """A run made outside the app (as `matgen train` does) opens in it; a 2D model gives a grid
+    of samples and a zip of PNGs."""
+    import zipfile
+
+    from matgen_core import io, runs, train
+
+    m = io.read_micrograph(EXAMPLE)
+    run = home / "cli-dcgan"
+    runs.create_run(run, "dcgan", [m], preset="quick",
+                    overrides={"ngf": 4, "ndf": 4, "batch_size": 2})
+    train.train(run, steps=2, device="cpu")
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    check(at)
+    assert "cli-dcgan" in at.dataframe[0].value["run"].tolist()
+    at.switch_page("pages/generate.py").run()
+    check(at)
+    at.selectbox(key="gen_run").set_value("cli-dcgan")
+    at.slider(key="gen_count").set_value(4)
+    at.button[0].click().run(timeout=120)
+    check(at)
+    gen = at.session_state["generated"]
+    assert gen.array.shape[0] == 4 and len(at.get("imgs")) >= 1
+    captured = {}
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        captured[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    at.switch_page("pages/export.py").run()
+    check(at)
+    zname = next(n for n in captured if n.endswith(".zip"))
+    with zipfile.ZipFile(_bio.BytesIO(_as_bytes(captured[zname]()))) as zf:
+        assert len(zf.namelist()) == 4 and zf.namelist()[0].endswith(".png")

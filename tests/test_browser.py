@@ -25,7 +25,7 @@ TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_si
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.timeout(420),
+    pytest.mark.timeout(600),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -69,10 +69,20 @@ def server(tmp_path_factory):
     log.close()
 
 
-def wait_idle(page, timeout=60_000):
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+IDLE_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const state = app && app.getAttribute('data-test-script-state');
+    return state !== null && !['running', 'rerunRequested', 'initial'].includes(state)
+        && document.querySelectorAll('[data-stale="true"]').length === 0;
+}"""
+
+
+def wait_idle(page, timeout=120_000):
+    """Wait until Streamlit has finished the current script run (twice, 0.5 s apart, so a
+    rerun that starts right after one ends is waited for too)."""
+    for _ in range(2):
+        page.wait_for_timeout(500)
+        page.wait_for_function(IDLE_JS, timeout=timeout)
 
 
 def goto(page, title):
@@ -82,8 +92,19 @@ def goto(page, title):
 
 
 def shot(page, name):
+    """Screenshot of the whole page: Streamlit scrolls inside its own container, so the window
+    is made as tall as the content first."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+        '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]')]
+        .map(e => e.scrollHeight), document.body.scrollHeight)""")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max(int(height) + 40, 600), 5000)})
+    page.wait_for_timeout(800)
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+    wait_idle(page)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size(size)
 
 
 def assert_no_exception(page):
@@ -116,27 +137,34 @@ def _workflow(page, url, home, tmp_path):
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "home")
-    print(f"first page in {first_page_s:.1f} s")
+    t0 = time.perf_counter()
+    page.reload()
+    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=30_000)
+    print(f"first page in {first_page_s:.1f} s (cold server), {time.perf_counter() - t0:.1f} s "
+          f"on reload")
+    wait_idle(page)
 
     # Dataset: upload the example (as a user would), see what was detected
     goto(page, "Dataset")
     page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
-    page.wait_for_selector(f'text={EXAMPLE.name}', timeout=30_000)
+    page.wait_for_selector("text=Showing the bundled example", state="detached", timeout=30_000)
     page.wait_for_selector("text=This is the current dataset", timeout=30_000)
     wait_idle(page)
+    page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=60_000)  # S2 plot
     assert_no_exception(page)
     shot(page, "dataset")
 
     # Train a few steps of a tiny SliceGAN
     goto(page, "Train")
     page.get_by_text("Hyperparameters", exact=True).click()
-    page.get_by_label("More settings (JSON, for experts)").fill(json.dumps(TINY))
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("30")
+    page.get_by_role("textbox", name="More settings (JSON, for experts)").fill(json.dumps(TINY))
+    steps = page.get_by_role("spinbutton", name="Steps", exact=True)
+    steps.fill("12")
     steps.press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_selector("text=/done: step 30/", timeout=240_000)
+    page.wait_for_selector("text=/Finished: step 12/", timeout=300_000)
+    page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
     wait_idle(page)
     assert_no_exception(page)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
@@ -147,10 +175,13 @@ def _workflow(page, url, home, tmp_path):
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector("text=Generated 128 x 128 x 128", timeout=120_000)
     t_view = time.perf_counter()
+    page.locator("iframe#stpyvistaframe").first.wait_for(state="attached", timeout=120_000)
+    t_frame = time.perf_counter() - t_view
     frame = page.frame_locator("iframe#stpyvistaframe")
-    frame.locator("canvas").first.wait_for(state="visible", timeout=60_000)
+    frame.locator("canvas").first.wait_for(state="visible", timeout=120_000)
+    print(f"3D view appeared {time.perf_counter() - t_view:.1f} s after the volume "
+          f"(iframe after {t_frame:.1f} s)")
     page.wait_for_timeout(1500)  # let vtk.js draw
-    print(f"3D view appeared {time.perf_counter() - t_view:.1f} s after the volume")
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "generate")

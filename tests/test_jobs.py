@@ -1,6 +1,5 @@
 """Background training jobs (matgen_core.jobs), with a fake trainer and one tiny real run."""
 import json
-import threading
 import time
 
 import numpy as np

@@ -126,3 +126,19 @@ def test_image_smaller_than_crop_is_a_clear_error():
 
     with pytest.raises(MatgenInputError, match="at least 32 px"):
         tiny_trainer([blobs(20)])
+
+
+def test_weight_average_is_used_for_sampling_and_checkpointed():
+    tr = tiny_trainer([blobs(64)], ema_decay=0.9)
+    before = [p.clone() for p in tr.generator_ema.parameters()]
+    tr.train_step(0)
+    live = list(tr.generator.parameters())
+    ema = list(tr.generator_ema.parameters())
+    for b, e, p in zip(before, ema, live):  # ema = 0.9 * before + 0.1 * live
+        assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-6)
+    assert tr.sampling_generator is tr.generator_ema
+    state = tr.state_dict()
+    other = tiny_trainer(None, ema_decay=0.9)
+    other.load_state_dict(state)
+    assert np.array_equal(other.sample((32, 32, 32), seed=2), tr.sample((32, 32, 32), seed=2))
+    assert tiny_trainer(None, ema_decay=0.0).generator_ema is None

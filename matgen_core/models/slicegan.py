@@ -15,6 +15,7 @@ n-phase data (softmax output), 1 for grayscale and 3 for colour (0.5 * (tanh + 1
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import CropSampler, decode, encode, n_channels
+from ..errors import MatgenInputError
 
 # ---------------------------------------------------------------------------------------------
 # Presets: every key can be overridden. "paper" is the published (v1.1) architecture and
@@ -36,17 +38,60 @@ PRESETS = {
         critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
         lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, real_batch=32, critic_iters=5,
         gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
+        ema_decay=0.0,
     ),
     "quick": dict(
-        nz=16, lz=4, img_size=64,
+        # 32^3 training volumes and 32 px crops (features up to ~15 px: most micrographs at a
+        # sensible resolution); about 0.5-1 s a step on 2 CPU cores. Use img_size 64 (lz 4, a
+        # fifth critic layer) for coarser structures.
+        nz=16, lz=3, img_size=32,
         gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
         gen_paddings=[2, 2, 2, 2, 3],
-        critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
-        critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+        critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
+        critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
         lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, real_batch=32, critic_iters=2,
-        gp_lambda=10.0, critic_slices=16, fraction_weight=10.0, precision="fp32", steps=600,
+        gp_lambda=10.0, critic_slices=16, fraction_weight=10.0, precision="fp32", steps=3000,
+        ema_decay=0.99,
     ),
 }
+
+
+# --- conditional SliceGAN: config defaults (docs/fractions.md) -------------------------------
+# conditional: target phase fractions enter the generator as constant latent channels;
+# fraction_range: targets are sampled within +- this many (fraction units) of the training image's.
+for _preset in PRESETS.values():
+    _preset.setdefault("conditional", False)
+    _preset.setdefault("fraction_range", 0.1)
+DEFAULT_CONDITIONAL_FRACTION_WEIGHT = 10.0  # density-loss weight when fraction_weight is 0
+
+
+def sample_targets(center: torch.Tensor, radius: float, batch: int,
+                   generator: torch.Generator | None = None, floor: float = 0.0) -> torch.Tensor:
+    """``batch`` random target fraction vectors within ``radius`` of ``center``, on the simplex.
+
+    Each target is ``center + d`` with ``|d_k| <= radius``, ``sum(d) == 0`` and every fraction in
+    [floor, 1]: the first n-1 offsets are uniform in [-radius, radius] and the last makes the sum
+    zero; draws that break a bound are redrawn (rejection sampling, so the accepted targets are
+    uniform over the allowed region; for 2 phases, uniform in [f - r, f + r]).
+    """
+    center = center.detach().cpu().double()
+    n = center.numel()
+    out = []
+    need = batch
+    for _ in range(200):
+        d = (torch.rand(4 * need + 8, n - 1, generator=generator, dtype=torch.float64) * 2 - 1) * radius
+        d = torch.cat([d, -d.sum(1, keepdim=True)], dim=1)
+        t = center + d
+        ok = (d[:, -1].abs() <= radius + 1e-12) & (t >= floor).all(1) & (t <= 1).all(1)
+        out.append(t[ok][:need])
+        need -= int(out[-1].shape[0])
+        if need <= 0:
+            break
+    t = torch.cat(out) if out else center[None].repeat(0, 1)
+    if len(t) < batch:  # (practically never) fill with the centre
+        t = torch.cat([t, center[None].repeat(batch - len(t), 1)])
+    return t[:batch].float()
+# --- end conditional SliceGAN defaults ---------------------------------------------------------
 
 
 def check_uid(kernels, strides, paddings) -> None:
@@ -101,6 +146,32 @@ class Generator(nn.Module):
         if self.kind == "nphase":
             return torch.softmax(x, dim=1)
         return 0.5 * (torch.tanh(x) + 1.0)
+
+
+# --- conditional SliceGAN generator (docs/fractions.md) -----------------------------------------
+class ConditionalGenerator(Generator):
+    """Generator whose latent's last ``n_cond`` channels are a constant condition code.
+
+    The code enters the first layer with the noise (so morphology can follow the target) and also
+    shifts the output logits through a learned linear map, zero at initialisation: a direct path
+    for the phase fractions. Both are the same at every voxel, so the network stays fully
+    convolutional, uniform-information-density exact and tileable.
+    """
+
+    def __init__(self, nz, n_cond, channels, kernels, strides, paddings, out_channels, kind):
+        super().__init__(nz + n_cond, channels, kernels, strides, paddings, out_channels, kind)
+        self.n_cond = n_cond
+        self.cond_logits = nn.Linear(n_cond, out_channels, bias=False)
+        nn.init.zeros_(self.cond_logits.weight)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        code = z[:, -self.n_cond:, 0, 0, 0].float()
+        x = z
+        for conv, norm in zip(self.convs[:-1], self.norms):
+            x = F.relu(norm(conv(x)))
+        x = self.convs[-1](x).float() + self.cond_logits(code)[:, :, None, None, None]
+        return torch.softmax(x, dim=1)
+# --- end conditional SliceGAN generator ---------------------------------------------------------
 
 
 class Critic(nn.Module):
@@ -165,8 +236,22 @@ class SliceGANTrainer:
         c = config
         self.kind, self.n_phases = c["kind"], c.get("n_phases", 0)
         self.channels = n_channels(self.kind, self.n_phases)
-        self.generator = Generator(c["nz"], c["gen_channels"], c["gen_kernels"], c["gen_strides"],
-                                   c["gen_paddings"], self.channels, self.kind).to(self.device)
+        # conditional SliceGAN: n_phases extra constant latent channels carry the target fractions
+        self.conditional = bool(c.get("conditional", False))
+        self.fraction_range = float(c.get("fraction_range", 0.1))
+        if self.conditional and (self.kind != "nphase" or not 0 < self.fraction_range < 1):
+            raise MatgenInputError("conditional SliceGAN needs segmented (n-phase) data and "
+                                   "0 < fraction_range < 1 (e.g. 0.1 for +-10 percentage points).")
+        self.n_cond = self.n_phases if self.conditional else 0
+        # the training image's fractions: centre of the conditioning range (kept in the state)
+        self.fraction_center = torch.full((max(self.n_phases, 1),), 1.0 / max(self.n_phases, 1))
+        if self.conditional:
+            self.generator = ConditionalGenerator(
+                c["nz"], self.n_cond, c["gen_channels"], c["gen_kernels"], c["gen_strides"],
+                c["gen_paddings"], self.channels, self.kind).to(self.device)
+        else:
+            self.generator = Generator(c["nz"], c["gen_channels"], c["gen_kernels"], c["gen_strides"],
+                                       c["gen_paddings"], self.channels, self.kind).to(self.device)
         # channels-last: CPU transposed 3D convolutions run ~5-9x faster in this layout (oneDNN)
         self.generator.to(memory_format=torch.channels_last_3d)
         self.direction_image = direction_images(c.get("num_images", 1))
@@ -177,6 +262,10 @@ class SliceGANTrainer:
         self.critics.to(memory_format=torch.channels_last)
         betas = tuple(c["betas"])
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c["lr_g"], betas=betas)
+        # exponential moving average of the generator's weights, used for sampling: it smooths
+        # out the oscillation of GAN training at fast learning rates (0 = off, as published)
+        self.ema_decay = float(c.get("ema_decay", 0.0))
+        self.generator_ema = copy.deepcopy(self.generator).eval() if self.ema_decay > 0 else None
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -192,6 +281,7 @@ class SliceGANTrainer:
                       for im in images]
                 fr = np.sum([f / f.sum() for f in fr], axis=0) / len(fr)
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
+                self.fraction_center = torch.tensor(fr, dtype=torch.float32)
 
     @classmethod
     def create(cls, config, images, device):
@@ -208,10 +298,46 @@ class SliceGANTrainer:
         z = torch.randn(batch, self.config["nz"], *shape, generator=generator)
         return z.to(self.device).contiguous(memory_format=torch.channels_last_3d)
 
+    # -- conditional SliceGAN helpers (docs/fractions.md) ---------------------------------------
+    def _condition(self, z: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """Append the target fractions to latent ``z`` as constant channels (conditional only).
+
+        Channel k holds ``(target_k - training_k) / fraction_range`` (in [-1, 1] over the trained
+        range) at every latent position, so the generator stays fully convolutional and every
+        output voxel sees the same condition (uniform information density is kept).
+        """
+        if not self.conditional:
+            return z
+        if targets is None:
+            targets = self.fraction_center[None].expand(z.shape[0], -1)
+        code = (targets.float().cpu() - self.fraction_center[None]) / self.fraction_range
+        code = code.to(z.device, z.dtype)[:, :, None, None, None].expand(-1, -1, *z.shape[2:])
+        return torch.cat([z, code], dim=1).contiguous(memory_format=torch.channels_last_3d)
+
+    def _real_near(self, axis: int, targets: torch.Tensor, count: int) -> torch.Tensor:
+        """``count`` real crops whose local phase fractions are near the batch's targets.
+
+        A pool of 4x as many random crops is drawn; for each target an equal share of the batch
+        is picked from the pool with weight exp(-|phi_crop - t|^2 / (2 s^2)), s = fraction_range/4,
+        relative to the nearest crop (so a target beyond every crop's fraction gets the nearest
+        crops). The real batch's fraction mix then follows the targets as far as the image allows.
+        """
+        pool = self.samplers[axis].sample(4 * count)
+        phi = pool.mean(dim=(2, 3)).double()  # (P, C) local fractions (one-hot channels)
+        d2 = ((phi[None] - targets.double()[:, None]) ** 2).sum(-1)  # (B, P)
+        s = self.fraction_range / 4
+        w = torch.exp(-(d2 - d2.min(1, keepdim=True).values) / (2 * s * s))
+        per = -(-count // len(targets))
+        idx = torch.multinomial(w, per, replacement=True).flatten()[:count]
+        return pool[idx]
+    # -- end conditional SliceGAN helpers --------------------------------------------------------
+
     # -- training -----------------------------------------------------------------------------
     def train_step(self, step: int) -> dict:
         """One generator update after ``critic_iters`` critic updates; returns the losses."""
         c = self.config
+        if self.conditional:
+            return self._train_step_conditional(step)
         self.generator.train()
         count = c.get("critic_slices")
         for _ in range(c["critic_iters"]):
@@ -250,16 +376,88 @@ class SliceGANTrainer:
             frac_err = frac_gap.abs().max().item()
         g_loss.backward()
         self.opt_g.step()
+        self._update_ema()
         return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
                 "gradient_penalty": gp_total / 3, "fraction_error": frac_err}
 
+    def _train_step_conditional(self, step: int) -> dict:
+        """Conditional SliceGAN step: targets sampled per volume, crops chosen near them, and the
+        density loss fraction_weight * mean_b |mean soft fraction of volume b - target_b|^2."""
+        c = self.config
+        self.generator.train()
+        count = c.get("critic_slices")
+        bs, lz = c["batch_size"], c["lz"]
+        for _ in range(c["critic_iters"]):
+            targets = sample_targets(self.fraction_center, self.fraction_range, bs)
+            with torch.no_grad(), self._autocast():
+                fake = self.generator(self._condition(self._noise(bs, lz), targets))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
+            for axis in range(3):
+                critic = self.critics[self.direction_image[axis]]
+                real = self._real_near(axis, targets, c["real_batch"]).to(self.device)
+                real = real.contiguous(memory_format=torch.channels_last)
+                fake_slices = slices(fake, axis, count).float()
+                with self._autocast():
+                    d_real = critic(real).mean()
+                    d_fake = critic(fake_slices).mean()
+                gp = gradient_penalty(critic, real, fake_slices)
+                loss = d_fake - d_real + c["gp_lambda"] * gp
+                loss.backward()
+                d_loss_total += loss.item()
+                wass_total += (d_real - d_fake).item()
+                gp_total += gp.item()
+            self.opt_d.step()
+
+        self.opt_g.zero_grad(set_to_none=True)
+        targets = sample_targets(self.fraction_center, self.fraction_range, bs)
+        with self._autocast():
+            fake = self.generator(self._condition(self._noise(bs, lz), targets))
+        g_loss = 0.0
+        for axis in range(3):
+            critic = self.critics[self.direction_image[axis]]
+            with self._autocast():
+                g_loss = g_loss - critic(slices(fake, axis, count)).mean()
+        weight = c.get("fraction_weight", 0.0) or DEFAULT_CONDITIONAL_FRACTION_WEIGHT
+        frac_gap = fake.float().mean(dim=(2, 3, 4)) - targets.to(self.device)  # (B, C)
+        g_loss = g_loss + weight * (frac_gap ** 2).sum(1).mean()
+        frac_err = frac_gap.abs().max(1).values.mean().item()
+        g_loss.backward()
+        self.opt_g.step()
+        self._update_ema()
+        return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
+                "gradient_penalty": gp_total / 3, "fraction_error": frac_err}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p, 1.0 - self.ema_decay)
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)  # BatchNorm running statistics are averages already
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The network that makes volumes: the weight average when ``ema_decay`` > 0."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"generator": self.generator.state_dict(), "critics": self.critics.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        state = {"generator": self.generator.state_dict(), "critics": self.critics.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.generator_ema is not None:
+            state["generator_ema"] = self.generator_ema.state_dict()
+        if self.conditional:  # conditional SliceGAN: the centre of the trained fraction range
+            state["fraction_center"] = self.fraction_center.clone()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.conditional and "fraction_center" in state:
+            self.fraction_center = state["fraction_center"].detach().float().cpu().clone()
         self.generator.load_state_dict(state["generator"])
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
         if "critics" in state:
             self.critics.load_state_dict(state["critics"])
             self.opt_g.load_state_dict(state["opt_g"])
@@ -272,28 +470,38 @@ class SliceGANTrainer:
         return tuple(latent_size_for(n, k, s, p) for n in shape)
 
     @torch.inference_mode()
-    def sample(self, shape, seed: int = 0, periodic=(False, False, False)) -> np.ndarray:
+    def sample(self, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> np.ndarray:
         """Generate one volume of ``shape`` (Z, Y, X) voxels; returns float32 (C, Z, Y, X).
 
         The latent is the smallest that covers ``shape``; the volume is cropped to it. Along
         ``periodic`` axes the latent's last planes are copied onto its first, so the volume tiles.
+        ``fractions``: target phase fractions of a conditional model (default: the training
+        image's); other models raise ValueError (use matgen_core.fractions to calibrate them).
         """
-        self.generator.eval()
+        if fractions is not None and not self.conditional:
+            raise ValueError("this SliceGAN is not conditional; calibrate fractions with "
+                             "matgen_core.fractions instead")
+        net = self.sampling_generator
+        was_training = net.training
+        net.eval()
         rng = torch.Generator().manual_seed(int(seed))
         z = self._noise(1, self.latent_shape(shape), generator=rng)
         for axis, wrap in enumerate(periodic):
             if wrap:
                 z = z.clone()
                 z.narrow(2 + axis, 0, 2).copy_(z.narrow(2 + axis, z.shape[2 + axis] - 2, 2))
+        if self.conditional:
+            t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
+            z = self._condition(z, t)
         with self._autocast():
-            vol = self.generator(z)[0].float()
+            vol = net(z)[0].float()
+        net.train(was_training)
         vol = vol[:, :shape[0], :shape[1], :shape[2]]
         return vol.cpu().numpy()
 
     def preview(self) -> np.ndarray:
         """Middle slices (Z, Y, X) of a fresh training-size volume side by side, uint8."""
         n = self.train_size
-        was_training = self.generator.training
         vol = self.sample((n, n, n), seed=0)
         images = [np.take(vol, n // 2, axis=1 + a) for a in range(3)]
         tiles = [decode(im, self.kind) for im in images]
@@ -301,8 +509,6 @@ class SliceGANTrainer:
             tiles = [(t.astype(np.float32) * (255.0 / max(self.n_phases - 1, 1))).astype(np.uint8)
                      for t in tiles]
         gap = np.full((n, 2) + tiles[0].shape[2:], 255, np.uint8)
-        if was_training:
-            self.generator.train()
         return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
 
@@ -311,4 +517,5 @@ def parameter_count(module: nn.Module) -> int:
 
 
 __all__ = ["PRESETS", "Generator", "Critic", "SliceGANTrainer", "check_uid", "output_size",
-           "latent_size_for", "slices", "gradient_penalty", "parameter_count"]
+           "latent_size_for", "slices", "gradient_penalty", "parameter_count", "sample_targets",
+           "ConditionalGenerator"]

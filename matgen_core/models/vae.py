@@ -48,12 +48,16 @@ PRESETS_VAE = {
         lr=2e-3, betas=[0.9, 0.999], batch_size=16, steps=400,
     ),
 }
+# VAE/GAN: "paper" is Larsen et al.'s losses (no pixel term); "quick" adds the pixel likelihood
+# (pixel_weight 1), which holds the reconstructions in place while a small, briefly trained
+# discriminator's features are still poor, and slows the discriminator (lr_d 1e-4): on one-hot
+# data it soon tells real from decoded images by their softness alone and stops teaching.
 _GAN_KEYS = dict(ndf=64, spectral_norm=True, feature_layer=-2, gamma=1.0, pixel_weight=0.0,
                  lr_d=2e-4, betas_d=[0.5, 0.999])
 PRESETS_VAEGAN = {
     "paper": dict(PRESETS_VAE["paper"], lr=2e-4, betas=[0.5, 0.999], **_GAN_KEYS),
-    "quick": dict(PRESETS_VAE["quick"], lr=5e-4, betas=[0.5, 0.999],
-                  **dict(_GAN_KEYS, ndf=16, lr_d=5e-4)),
+    "quick": dict(PRESETS_VAE["quick"], lr=1e-3, betas=[0.5, 0.999],
+                  **dict(_GAN_KEYS, ndf=16, lr_d=1e-4, pixel_weight=1.0)),
 }
 
 
@@ -130,6 +134,8 @@ class VAETrainer:
         if len(c["channels"]) != 5:
             raise MatgenInputError(f"channels must list 5 widths (one per encoder layer), got "
                                    f"{c['channels']}.")
+        if int(c["batch_size"]) < 2:
+            raise MatgenInputError("batch_size must be at least 2 for the VAE (batch normalisation).")
         self.nz = int(c["nz"])
         self.encoder = Encoder(self.img_size, self.channels, c["channels"], self.nz, c["norm"]).to(self.device)
         self.decoder = Decoder(self.img_size, self.channels, c["channels"], self.nz, c["norm"]).to(self.device)
@@ -211,8 +217,12 @@ class VAETrainer:
         self._train_mode(False)
         try:
             x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-            mus = [self.encoder(x[i:i + 64].to(self.device))[0] for i in range(0, len(x), 64)]
-            return self._decode_batches(torch.cat(mus)) if mus else self._decode_batches(x[:0, :0])
+            if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, self.img_size, self.img_size):
+                raise ValueError(f"reconstruct needs images (K, {self.channels}, {self.img_size}, "
+                                 f"{self.img_size}), got {tuple(x.shape)}")
+            mu = torch.cat([self.encoder(x[i:i + 64].to(self.device))[0] for i in range(0, len(x), 64)]
+                           or [torch.zeros(0, self.nz, device=self.device)])
+            return self._decode_batches(mu)
         finally:
             self._train_mode(was_training)
 

@@ -1,0 +1,280 @@
+"""Phase-fraction control for SliceGAN runs: supported range, calibration, expected spread.
+
+Two mechanisms (docs/fractions.md):
+
+* **Conditional SliceGAN** (``conditional: true`` in the model config): the target fractions are
+  extra constant latent channels of the generator, trained over ``fraction_range`` around the
+  training image's fractions with the density loss. It moves the whole morphology toward the
+  target, but only approximately (a few pp after a short training).
+* **Calibration** (any n-phase SliceGAN run, conditional or not): a per-phase bias on the
+  generator's logits (``log p``; softmax is shift invariant, so this is a logit bias) is searched
+  so that the argmax labels hit the targets, then applied to the volume. For a conditional model it
+  closes the conditioning's residual gap; for a plain model it is the whole mechanism, so its
+  supported range is limited to +-``CALIBRATION_LIMIT`` around the training fractions (further
+  out, thresholding one model's output no longer looks like the material).
+
+Everything works on the generator's softmax output ``probs`` (C, Z, Y, X).
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from . import runs
+from .errors import MatgenInputError
+
+CALIBRATION_LIMIT = 0.15  # +- fraction range of a non-conditional model (15 percentage points)
+TOLERANCE = 0.002  # the bias search stops when every probe fraction is within this of its target
+PROBE_VOXELS = 2_000_000  # the search uses at most this many voxels (a fixed random subset)
+MORPHOLOGY_SIDE = 64  # morphology change is measured on a central crop of at most this side
+_FLOOR = 1e-30
+
+
+# ----------------------------------------------------------------------------------------------
+# run information: range and expected fluctuation
+# ----------------------------------------------------------------------------------------------
+
+def _nphase_config(run_dir) -> dict:
+    config = runs.load_config(run_dir)
+    if config.get("model") != "slicegan":
+        raise MatgenInputError(f"Phase-fraction control is for SliceGAN runs; {run_dir} is a "
+                               f"{config.get('model')} run.")
+    if config["data"].get("kind") != "nphase":
+        raise MatgenInputError("Phase-fraction control needs a run trained on segmented (n-phase) "
+                               "data; this run was trained on grayscale/colour values.")
+    return config
+
+
+def training_fractions(run_dir) -> np.ndarray:
+    """Mean phase fractions of the run's training image(s) (the trainer's own definition)."""
+    config = _nphase_config(run_dir)
+    n = int(config["data"]["n_phases"])
+    fr = []
+    for im in runs.load_images(run_dir):
+        counts = np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=n)[:n]
+        fr.append(counts / counts.sum())
+    return np.mean(fr, axis=0)
+
+
+def supported_range(run_dir) -> dict:
+    """The phase fractions a run can be asked for (what the app's sliders should offer).
+
+    Returns ``{"n_phases", "phase_values", "center" (training fractions, the default), "low",
+    "high" (per-phase bounds, clipped to [0, 1]), "radius", "conditional", "method"}``; a request
+    must also sum to 1. Conditional models: their trained ``fraction_range``; others:
+    ``CALIBRATION_LIMIT``.
+    """
+    config = _nphase_config(run_dir)
+    mc = config["model_config"]
+    center = training_fractions(run_dir)
+    conditional = bool(mc.get("conditional", False))
+    radius = float(mc.get("fraction_range", 0.1)) if conditional else CALIBRATION_LIMIT
+    return {
+        "n_phases": int(config["data"]["n_phases"]),
+        "phase_values": list(config["data"].get("phase_values", [])),
+        "center": [float(v) for v in center],
+        "low": [float(v) for v in np.clip(center - radius, 0.0, 1.0)],
+        "high": [float(v) for v in np.clip(center + radius, 0.0, 1.0)],
+        "radius": radius,
+        "conditional": conditional,
+        "method": ("conditional generator + logit calibration" if conditional
+                   else "logit calibration"),
+    }
+
+
+def expected_fluctuation(run_dir, shape) -> np.ndarray:
+    """Expected std of each phase fraction in a volume of ``shape`` (int side or (Z, Y, X)).
+
+    From the training image's S2 integral range (:func:`metrics.fraction_std`, isotropy assumed);
+    the largest over the training images. A generated volume of this size drifts this much from
+    its target without calibration; with calibration it is exact, and this is the spread real
+    samples of that size would show.
+    """
+    from . import metrics
+
+    config = _nphase_config(run_dir)
+    n = int(config["data"]["n_phases"])
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),) * 3
+    stds = [metrics.fraction_std(im, n_phases=n, shape=tuple(int(s) for s in shape))
+            for im in runs.load_images(run_dir)]
+    return np.max(stds, axis=0)
+
+
+def check_targets(fractions, rng: dict) -> np.ndarray:
+    """Validate requested fractions against ``rng`` (from :func:`supported_range`).
+
+    Accepts a sequence or a "f0,f1,..." string; percentages (summing to ~100) are converted.
+    Returns the targets normalised to sum 1; raises MatgenInputError naming the supported range.
+    """
+    n = rng["n_phases"]
+    if isinstance(fractions, str):
+        try:
+            fractions = [float(v) for v in fractions.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise MatgenInputError(f"--fractions must be {n} numbers like "
+                                   f"{','.join(f'{v:.2f}' for v in rng['center'])}, got '{fractions}'.")
+    t = np.asarray(fractions, dtype=np.float64).ravel()
+    span = ", ".join(f"phase {k}: {lo:.3f}-{hi:.3f}" for k, (lo, hi) in
+                     enumerate(zip(rng["low"], rng["high"])))
+    if t.size != n:
+        raise MatgenInputError(f"This run has {n} phases; give {n} fractions (one per phase, summing "
+                               f"to 1), got {t.size}. Supported: {span}.")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise MatgenInputError(f"Fractions must be finite and >= 0, got {t.tolist()}.")
+    if abs(t.sum() - 100) < 1.0:
+        t = t / 100.0
+    if abs(t.sum() - 1) > 0.01:
+        raise MatgenInputError(f"Fractions must sum to 1, got {t.tolist()} (sum {t.sum():.3f}).")
+    t = t / t.sum()
+    low, high = np.asarray(rng["low"]), np.asarray(rng["high"])
+    bad = [k for k in range(n) if t[k] < low[k] - 1e-6 or t[k] > high[k] + 1e-6]
+    if bad:
+        what = ("its trained range" if rng["conditional"]
+                else f"+-{100 * rng['radius']:.0f} pp of the training image (calibration limit)")
+        raise MatgenInputError(
+            f"Requested fraction(s) {', '.join(f'phase {k} = {t[k]:.3f}' for k in bad)} outside "
+            f"{what}. Supported: {span}.")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration: per-phase logit bias
+# ----------------------------------------------------------------------------------------------
+
+def _logp(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(probs, dtype=np.float32), _FLOOR))
+
+
+def argmax_fractions(logp: np.ndarray, bias=None) -> np.ndarray:
+    """Fractions of argmax(logp + bias) over voxels; ``logp`` is (C, N)."""
+    c = logp.shape[0]
+    s = logp if bias is None else logp + np.asarray(bias, np.float32)[:, None]
+    return np.bincount(np.argmax(s, axis=0), minlength=c)[:c] / s.shape[1]
+
+
+def fit_bias(probs: np.ndarray, targets, tol: float = TOLERANCE, max_sweeps: int = 30,
+             max_voxels: int = PROBE_VOXELS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-phase logit bias so the argmax fractions of ``probs`` (C, ...) meet ``targets``.
+
+    Coordinate search (Gauss-Seidel): for each phase k in turn, given the other biases, the bias
+    that makes k win on exactly a fraction t_k of the voxels is a quantile of
+    ``max_{j != k}(log p_j + b_j) - log p_k`` (one ``np.quantile``: an exact 1-D solve). Sweeps
+    repeat until every fraction is within ``tol`` (2 phases: one sweep). Works on at most
+    ``max_voxels`` randomly chosen voxels. Returns (bias with mean 0, probe fractions, sweeps).
+    """
+    c = probs.shape[0]
+    t = np.asarray(targets, dtype=np.float64)
+    logp = _logp(probs).reshape(c, -1)
+    if logp.shape[1] > max_voxels:
+        idx = np.random.default_rng(seed).choice(logp.shape[1], max_voxels, replace=False)
+        logp = logp[:, idx]
+    bias = np.zeros(c, np.float64)
+    frac = argmax_fractions(logp)
+    sweeps = 0
+    while np.max(np.abs(frac - t)) > tol and sweeps < max_sweeps:
+        sweeps += 1
+        for k in range(c):
+            others = np.delete(logp + bias[:, None].astype(np.float32), k, axis=0).max(axis=0)
+            need = (others - logp[k]).astype(np.float64)  # phase k wins where bias_k > need
+            if t[k] <= 0:
+                bias[k] = need.min() - 1.0
+            elif t[k] >= 1:
+                bias[k] = need.max() + 1.0
+            else:
+                bias[k] = np.quantile(need, t[k])
+        bias -= bias.mean()
+        frac = argmax_fractions(logp, bias)
+    return bias.astype(np.float32), frac, sweeps
+
+
+def apply_bias(probs: np.ndarray, bias) -> np.ndarray:
+    """uint8 labels argmax(log p + bias) of ``probs`` (C, *spatial), in slabs to bound memory."""
+    bias = np.asarray(bias, np.float32).reshape(-1, *([1] * (probs.ndim - 1)))
+    out = np.empty(probs.shape[1:], np.uint8)
+    step = max(1, 2 ** 22 // max(1, int(np.prod(probs.shape[2:]))))
+    for z in range(0, probs.shape[1], step):
+        out[z:z + step] = np.argmax(_logp(probs[:, z:z + step]) + bias, axis=0)
+    return out
+
+
+def calibrate(probs: np.ndarray, targets, tol: float = TOLERANCE, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Labels of ``probs`` whose phase fractions meet ``targets``, and what was done.
+
+    Returns (uint8 labels, info) with info ``{"target", "before" (plain argmax fractions),
+    "achieved" (fractions of the returned labels), "bias", "sweeps"}``.
+    """
+    c = probs.shape[0]
+    before = np.bincount(np.argmax(probs, axis=0).ravel(), minlength=c)[:c] / probs[0].size
+    bias, _, sweeps = fit_bias(probs, targets, tol=tol, seed=seed)
+    labels = apply_bias(probs, bias)
+    achieved = np.bincount(labels.ravel(), minlength=c)[:c] / labels.size
+    return labels, {"target": [float(v) for v in targets], "before": [float(v) for v in before],
+                    "achieved": [float(v) for v in achieved], "bias": [float(v) for v in bias],
+                    "sweeps": int(sweeps)}
+
+
+def _central(a: np.ndarray, side: int) -> np.ndarray:
+    sl = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side)) for n in a.shape)
+    return a[sl]
+
+
+def morphology_change(reference: np.ndarray, labels: np.ndarray, n_phases: int,
+                      side: int = MORPHOLOGY_SIDE) -> dict:
+    """How far ``labels`` moved from ``reference`` (the unconditioned volume of the same seed).
+
+    :func:`metrics.compare` on central crops of at most ``side`` voxels. Returns ``{"s2"`` (max
+    over phases of the mean |delta radial S2|), ``"s2_per_phase"``, ``"surface_area_rel"``
+    (per-phase relative change of specific surface area), ``"surface_area"`` (the largest),
+    ``"shape"`` (the compared crop)}``.
+    """
+    from . import metrics
+
+    ref, gen = _central(reference, side), _central(labels, side)
+    res = metrics.compare(ref, gen, n_phases=n_phases, r_max=min(32, min(ref.shape) // 2))
+    ssa = [r["rel_error"] for r in res["rows"] if r["metric"] in ("specific_surface_area",
+                                                                  "specific_perimeter")]
+    return {"s2": res["errors"]["s2"], "s2_per_phase": res["errors"]["s2_per_phase"],
+            "surface_area_rel": ssa, "surface_area": res["errors"]["surface_area"],
+            "shape": list(ref.shape)}
+
+
+# ----------------------------------------------------------------------------------------------
+# the generation path used by generate.generate(..., fractions=...)
+# ----------------------------------------------------------------------------------------------
+
+def generate_labels(trainer, run_dir, shape, seed: int, fractions, periodic=(False, False, False),
+                    morphology: bool = True, sampler=None) -> tuple[np.ndarray, dict]:
+    """Labels of ``shape`` from ``trainer`` at the requested ``fractions`` and a report.
+
+    ``sampler(shape, seed, fractions)`` returns the generator's (C, Z, Y, X) output (default:
+    ``trainer.sample``; generate.py may pass a tiled one). Conditional models are sampled at the
+    targets, then every model is calibrated on the volume itself (so the whole volume meets the
+    target, not just a probe). ``morphology``: also compare with the unconditioned volume (same
+    seed, training fractions, no bias) on a central crop of at most ``MORPHOLOGY_SIDE``.
+    """
+    rng = supported_range(run_dir)
+    targets = check_targets(fractions, rng)
+    conditional = bool(getattr(trainer, "conditional", False))
+    if sampler is None:
+        def sampler(shp, sd, fr):
+            if fr is None:
+                return trainer.sample(shp, seed=sd, periodic=periodic)
+            return trainer.sample(shp, seed=sd, periodic=periodic, fractions=fr)
+    probs = sampler(tuple(shape), seed, targets if conditional else None)
+    labels, info = calibrate(probs, targets, seed=seed)
+    info.update(conditional=conditional, method=rng["method"], supported=rng)
+    if morphology:
+        if conditional:  # both at the crop size, same seed (same latent noise), same bias
+            crop = tuple(min(int(s), MORPHOLOGY_SIDE) for s in shape)
+            ref = np.argmax(sampler(crop, seed, None), axis=0).astype(np.uint8)
+            gen = apply_bias(sampler(crop, seed, targets), info["bias"])
+        else:
+            ref, gen = np.argmax(probs, axis=0).astype(np.uint8), labels
+        info["morphology"] = morphology_change(ref, gen, probs.shape[0])
+    return labels, info
+
+
+__all__ = ["CALIBRATION_LIMIT", "TOLERANCE", "training_fractions", "supported_range",
+           "expected_fluctuation", "check_targets", "fit_bias", "apply_bias", "calibrate",
+           "morphology_change", "generate_labels", "argmax_fractions"]

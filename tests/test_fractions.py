@@ -1,0 +1,131 @@
+"""Phase-fraction control: conditional SliceGAN, logit calibration, supported range, CLI flag."""
+import numpy as np
+import pytest
+import torch
+
+from matgen_core import cli, fractions, generate, runs, train
+from matgen_core.errors import MatgenInputError
+from matgen_core.io import Micrograph
+from matgen_core.models.slicegan import PRESETS, SliceGANTrainer, sample_targets
+from matgen_core.synthetic import synthetic_microstructure
+from conftest import TINY_SLICEGAN, blobs
+
+
+def three_phase(size=64, seed=0):
+    return synthetic_microstructure((size, size), n_phases=3, feature_size=10, seed=seed)
+
+
+def trainer(images, n_phases, **over):
+    config = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": "nphase", "n_phases": n_phases,
+              "num_images": 1, **over}
+    return SliceGANTrainer.create(config, images, torch.device("cpu"))
+
+
+def micrograph(labels, n):
+    return Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase",
+                      phase_values=list(range(n)), voxel_size=None, unit="px", source="img.png")
+
+
+def make_run(tmp_path, labels, n, steps=2, **over):
+    run = runs.create_run(tmp_path / "run", "slicegan", [micrograph(labels, n)], preset="quick",
+                          overrides={**TINY_SLICEGAN, **over}, seed=1)
+    train.train(run, steps=steps, preview_every=0)
+    return run
+
+
+def test_sample_targets_stay_in_range_and_on_simplex():
+    center = torch.tensor([0.45, 0.40, 0.15])
+    t = sample_targets(center, 0.1, 500, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (500, 3)
+    assert torch.allclose(t.sum(1), torch.ones(500), atol=1e-5)
+    assert (t >= 0).all() and ((t - center).abs() <= 0.1 + 1e-5).all()
+    two = sample_targets(torch.tensor([0.05, 0.95]), 0.1, 400, generator=torch.Generator().manual_seed(1))
+    assert (two >= 0).all() and two[:, 0].max() > 0.13, "range clipped at 0, still spread upward"
+
+
+def test_condition_channels_change_the_output_and_default_is_training_fractions():
+    tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True)
+    assert tr.generator.convs[0].in_channels == TINY_SLICEGAN["nz"] + 2
+    center = tr.fraction_center.numpy()
+    a = tr.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5])
+    b = tr.sample((32, 32, 32), seed=0, fractions=[0.75, 0.25])
+    c = tr.sample((32, 32, 32), seed=0)
+    assert a.shape == (2, 32, 32, 32) and not np.array_equal(a, b)
+    assert np.array_equal(c, tr.sample((32, 32, 32), seed=0, fractions=center))
+    # state round trip keeps the conditioning centre
+    tr2 = trainer(None, 2, conditional=True)
+    tr2.load_state_dict(tr.state_dict())
+    assert np.array_equal(tr2.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5]), a)
+    with pytest.raises(ValueError, match="not conditional"):
+        trainer([blobs(64)], 2).sample((32, 32, 32), fractions=[0.5, 0.5])
+
+
+def test_conditional_training_steps_log_fraction_error(tmp_path):
+    run = make_run(tmp_path, blobs(64, fraction=0.35), 2, steps=2, conditional=True,
+                   fraction_range=0.1)
+    cfg = runs.load_config(run)["model_config"]
+    assert cfg["conditional"] is True and cfg["fraction_range"] == 0.1
+    rows = runs.read_losses(run)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["fraction_error"] > 0 for r in rows)
+    rng = fractions.supported_range(run)
+    assert rng["conditional"] and rng["radius"] == 0.1
+    assert rng["low"][1] == pytest.approx(rng["center"][1] - 0.1)
+    # generate at a requested fraction: calibrated on the volume itself
+    t = [rng["center"][0] - 0.08, rng["center"][1] + 0.08]
+    res = generate.generate(run, shape=(32, 32, 32), seed=3, fractions=t, device="cpu")
+    got = np.bincount(res.array.ravel(), minlength=2) / res.array.size
+    assert np.allclose(got, t, atol=0.005)
+    assert res.fractions["conditional"] and "s2" in res.fractions["morphology"]
+    with pytest.raises(MatgenInputError, match="trained range"):
+        generate.generate(run, shape=(32, 32, 32), fractions=[rng["center"][0] - 0.2,
+                                                              rng["center"][1] + 0.2], device="cpu")
+
+
+def test_calibration_hits_targets_on_random_weight_generator():
+    torch.manual_seed(0)
+    tr = trainer([three_phase()], 3)
+    probs = tr.sample((40, 40, 40), seed=2)
+    for target in ([0.5, 0.3, 0.2], [0.34, 0.33, 0.33], [0.7, 0.2, 0.1]):
+        labels, info = fractions.calibrate(probs, target)
+        got = np.bincount(labels.ravel(), minlength=3) / labels.size
+        assert np.abs(got - target).max() <= 0.005, (target, got, info)
+        assert np.allclose(info["achieved"], got)
+    # a probe subset of voxels gives a bias that transfers to the whole volume
+    bias, _, _ = fractions.fit_bias(probs, [0.5, 0.3, 0.2], max_voxels=20000)
+    got = np.bincount(fractions.apply_bias(probs, bias).ravel(), minlength=3) / probs[0].size
+    assert np.abs(got - [0.5, 0.3, 0.2]).max() <= 0.015
+
+
+def test_range_checks_and_expected_fluctuation(tmp_path):
+    run = make_run(tmp_path, three_phase(96), 3, steps=1)
+    rng = fractions.supported_range(run)
+    assert not rng["conditional"] and rng["radius"] == fractions.CALIBRATION_LIMIT
+    c = np.array(rng["center"])
+    ok = fractions.check_targets(",".join(str(v) for v in c + [0.1, -0.05, -0.05]), rng)
+    assert ok.sum() == pytest.approx(1.0)
+    assert fractions.check_targets(list(100 * c), rng) == pytest.approx(c)  # percentages
+    with pytest.raises(MatgenInputError, match="Supported: phase 0"):
+        fractions.check_targets(c + [0.2, -0.1, -0.1], rng)
+    with pytest.raises(MatgenInputError, match="3 fractions"):
+        fractions.check_targets([0.5, 0.5], rng)
+    with pytest.raises(MatgenInputError, match="sum to 1"):
+        fractions.check_targets(c + 0.1, rng)
+    s64, s128 = (fractions.expected_fluctuation(run, n) for n in (64, 128))
+    assert s64.shape == (3,) and np.all(s64 > 0) and np.all(s128 < s64)
+
+
+def test_cli_fractions_flag(tmp_path, capsys):
+    run = make_run(tmp_path, three_phase(96), 3, steps=1)
+    c = np.array(fractions.supported_range(run)["center"])
+    t = c + [0.1, -0.06, -0.04]
+    out = tmp_path / "v.npy"
+    assert cli.main(["generate", str(run), "--out", str(out), "--size", "40", "--seed", "1",
+                     "--fractions", ",".join(f"{v:.4f}" for v in t)]) == 0
+    vol = np.load(out)
+    assert vol.shape == (40, 40, 40)
+    assert np.abs(np.bincount(vol.ravel(), minlength=3) / vol.size - t).max() <= 0.005
+    assert "achieved" in capsys.readouterr().out
+    bad = ",".join(f"{v:.4f}" for v in c + [0.3, -0.2, -0.1])
+    assert cli.main(["generate", str(run), "--out", str(out), "--size", "40",
+                     "--fractions", bad]) == 2
+    assert "Supported" in capsys.readouterr().err
