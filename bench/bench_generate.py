@@ -62,7 +62,7 @@ def run_case(args) -> dict:
     budget = int(args.budget_gb * 2**30)
     tile = None
     tr.sample((32, 32, 32), seed=0)  # warm-up: torch / oneDNN first-call costs are not timed
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if args.case == "onepass":
         vol = decode(tr.sample(shape, seed=1), "nphase")
     elif args.case == "tiled":
@@ -77,7 +77,8 @@ def run_case(args) -> dict:
             tiling.generate_bigtiff(out, tr, shape, seed=1, tile=tile, phase_values=list(range(args.phases)))
             vol = None
     seconds = time.perf_counter() - t0
-    res = dict(case=args.case, size=n, tile=tile, seconds=round(seconds, 2),
+    cpu = time.process_time() - c0
+    res = dict(case=args.case, size=n, tile=tile, seconds=round(seconds, 2), cpu_s=round(cpu, 1),
                mvox_per_s=round(n ** 3 / seconds / 1e6, 3),
                peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
                threads=torch.get_num_threads())
@@ -142,12 +143,12 @@ def main() -> None:
         print(json.dumps(r), flush=True)
 
     print()
-    print(f"{'case':8s} {'size':>5s} {'tile':>5s} {'seconds':>8s} {'Mvox/s':>7s} {'peak RSS GB':>11s}  sha1")
+    print(f"{'case':8s} {'size':>5s} {'tile':>5s} {'seconds':>8s} {'CPU s':>7s} {'Mvox/s':>7s} {'peak RSS GB':>11s}  sha1")
     for r in rows:
         if "error" in r:
             print(f"{r['case']:8s} {r['size']:5d}  failed: {r['error']}")
             continue
-        print(f"{r['case']:8s} {r['size']:5d} {str(r['tile'] or '-'):>5s} {r['seconds']:8.1f} "
+        print(f"{r['case']:8s} {r['size']:5d} {str(r['tile'] or '-'):>5s} {r['seconds']:8.1f} {r['cpu_s']:7.1f} "
               f"{r['mvox_per_s']:7.3f} {r['peak_rss_gb']:11.2f}  {r.get('sha1', '')}")
     by = {}
     for r in rows:

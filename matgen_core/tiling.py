@@ -249,10 +249,19 @@ def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=
     t = max(lat) if not tile else latent_tile_for(tile, layers)
     plans = [plan_axis(n, L, min(t, L), layers) for n, L in zip(shape, lat)]
     stride = total_stride(layers)
-    total = math.prod(len(p) for p in plans)
     kind = trainer.kind
-    gen = trainer.sampling_generator
+    # the network ``sample`` uses: the weight-averaged (EMA) generator when the run has one
+    gen = getattr(trainer, "sampling_generator", None) or trainer.generator
+    was_training = gen.training
     gen.eval()
+    try:
+        yield from _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress)
+    finally:
+        gen.train(was_training)
+
+
+def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress):
+    total = math.prod(len(p) for p in plans)
     done = 0
     with torch.inference_mode():
         for (zl0, zl1, za, zb) in plans[0]:

@@ -142,67 +142,6 @@ def describe(m) -> str:
     return f"{size} px, {what}{vs}"
 
 
-# ------------------------------------------------------------------------------------------
-# crop / downsample (plain numpy; would sit well in matgen_core.io)
-
-
-def crop_downsample(m, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0,
-                    factor: int = 1):
-    """Crop pixels off each edge of a 2D micrograph, then downsample by an integer factor.
-
-    Labels are block-mode pooled (the most frequent phase in each block), images block-averaged.
-    The voxel size grows by the factor.
-    """
-    if (top, bottom, left, right, factor) == (0, 0, 0, 0, 1):
-        return m
-    if m.ndim != 2:
-        raise MatgenInputError("Cropping and downsampling apply to 2D images; this is a 3D volume.")
-    h, w = m.shape
-    if top + bottom >= h - 8 or left + right >= w - 8:
-        raise MatgenInputError(f"Cropping {top}+{bottom} rows and {left}+{right} columns leaves "
-                               f"almost nothing of a {h} x {w} image; crop less.")
-    f = int(factor)
-    window = (slice(top, h - bottom), slice(left, w - right))
-    image = m.image[window]
-    h2, w2 = image.shape[0] // f * f, image.shape[1] // f * f
-    if min(h2, w2) < f * 8:
-        raise MatgenInputError(f"Downsampling by {f} leaves an image of {h2 // f} x {w2 // f} px; "
-                               f"use a smaller factor or crop less.")
-    image = image[:h2, :w2]
-    labels = None
-    if m.labels is not None:
-        labels = m.labels[window][:h2, :w2]
-        if f > 1:
-            n = max(int(m.n_phases), int(labels.max()) + 1)
-            counts = np.stack([(labels == p).reshape(h2 // f, f, w2 // f, f).sum(axis=(1, 3))
-                               for p in range(n)])
-            labels = np.argmax(counts, axis=0).astype(np.uint8)
-        image = labels.astype(np.float32) / max(int(m.n_phases) - 1, 1)
-    elif f > 1:
-        shape = (h2 // f, f, w2 // f, f) + image.shape[2:]
-        image = image.reshape(shape).mean(axis=(1, 3)).astype(np.float32)
-    changes = dict(image=np.ascontiguousarray(image),
-                   labels=None if labels is None else np.ascontiguousarray(labels))
-    if f > 1 and m.voxel_size:
-        changes["voxel_size"] = float(m.voxel_size) * f
-    return dataclasses.replace(m, **changes)
-
-
-def prepare_dataset(raws, n_phases, voxel, unit, crop, factor):
-    """Raw micrographs -> the training dataset: segment (if n_phases), crop, downsample, units."""
-    from matgen_core import io
-
-    out = []
-    for m in raws:
-        m = crop_downsample(m, *crop, factor=1)  # crop first: a scale bar would skew thresholds
-        if n_phases:
-            m = io.segment(m, int(n_phases))
-        m = crop_downsample(m, factor=factor)
-        vs = float(voxel) * factor if unit != "px" and voxel else None
-        out.append(dataclasses.replace(m, voxel_size=vs, unit=unit))
-    return out
-
-
 def reset_keys(prefix: str) -> None:
     """Forget the widget values whose key starts with ``prefix`` (e.g. after a new upload)."""
     for key in [k for k in st.session_state.keys() if str(k).startswith(prefix)]:
@@ -356,7 +295,9 @@ def warm_up() -> bool:
         try:
             import torch
 
-            torch.fft.rfftn(torch.zeros(8, 8))
+            torch.fft.rfftn(torch.zeros(8, 8))  # first FFT (statistics) initialises a backend
+            # the first optimiser imports torch._dynamo (sympy...): 10+ s on a small machine
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)])
             from matgen_core import generate, metrics, train  # noqa: F401
 
             import pyvista  # noqa: F401

@@ -47,7 +47,6 @@ def main() -> None:
     if len(refs) > 1:
         st.caption("Anisotropic run: compared with the first training image.")
 
-
     @st.cache_data(show_spinner="Computing statistics...", max_entries=4)
     def analysis(token: str, _ref, _gen, n_phases, voxel_size, unit):
         from matgen_core import metrics
@@ -56,7 +55,6 @@ def main() -> None:
         profiles = metrics.fraction_profiles(_gen, n_phases)
         perc = metrics.percolation(_gen, n_phases)
         return result, profiles, perc
-
 
     try:
         result, profiles, perc = analysis(meta.get("token", ""), refs[0], data, n, vs, unit)

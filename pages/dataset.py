@@ -1,6 +1,7 @@
 """Dataset: upload micrograph(s), segment grayscale ones, set the voxel size, crop, inspect."""
 import streamlit as st
 
+from matgen_core import io
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
@@ -104,7 +105,7 @@ def main() -> None:
 
     # Build the dataset the model will train on, live: what you see is what you train.
     try:
-        prepared = _ui.prepare_dataset(raws, n_phases if segment else None, voxel, unit,
+        prepared = io.prepare_dataset(raws, n_phases if segment else None, voxel, unit,
                                        (top, bottom, left, right), factor)
         _ui.set_dataset(prepared, ss.get("raw_name", ""))
     except MatgenInputError as err:
@@ -117,7 +118,7 @@ def main() -> None:
             st.caption("Left: original. Right: phases found by multi-Otsu thresholding.")
             for raw, m in zip(raws, prepared):
                 a, b = st.columns(2)
-                shown = _ui.crop_downsample(raw, top, bottom, left, right, factor)
+                shown = io.crop_downsample(raw, top, bottom, left, right, factor)
                 a.image(_ui.preview_image(shown), width="stretch")
                 b.image(_ui.preview_image(m), width="stretch")
         else:

@@ -45,6 +45,8 @@ def main() -> None:
                 st.info("The bundled example electrode is loaded, so you can go straight to "
                         "**Train**. Upload your own image on the **Dataset** page.",
                         icon=":material/lightbulb:")
+                st.page_link(_ui.PAGES["train"], label="Train a model on the example",
+                             icon=":material/play_arrow:")
         else:
             st.markdown("No dataset yet: upload a micrograph on the **Dataset** page.")
     with right.container(border=True):

@@ -24,7 +24,8 @@ MAIN_KEYS = {
     "lr": "Learning rate", "lr_g": "Generator learning rate", "lr_d": "Critic learning rate",
     "batch_size": "Batch size", "critic_iters": "Critic steps per generator step",
     "gp_lambda": "Gradient penalty weight", "fraction_weight": "Phase-fraction loss weight",
-    "beta": "KL weight (beta)",
+    "beta": "KL weight (beta)", "gamma": "Feature-reconstruction weight (gamma)",
+    "pixel_weight": "Pixel-reconstruction weight",
 }
 STATUS_TEXT = {
     "starting": "Preparing (loading the data, building the networks)",

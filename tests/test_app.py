@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 EXAMPLE = ROOT / "assets" / "example_electrode.png"
-TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_size": 1,
+TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8], "batch_size": 1,
         "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
 
 pytestmark = pytest.mark.timeout(300)
@@ -281,7 +281,10 @@ def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     at.button[0].click().run(timeout=120)
     check(at)
     gen = at.session_state["generated"]
-    assert gen.array.shape[0] == 4 and len(at.get("imgs")) >= 1
+    assert gen.array.shape[0] == 4 and len(at.image) >= 4
+    at.switch_page("pages/analyze.py").run(timeout=120)
+    check(at)
+    assert at.dataframe and "phase fraction" in set(at.dataframe[0].value["metric"])
     captured = {}
     from streamlit.runtime.media_file_manager import MediaFileManager
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
 EXAMPLE = ROOT / "assets" / "example_electrode.png"
-TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_size": 1,
+TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8], "batch_size": 1,
         "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
 
 pytestmark = [
@@ -122,7 +122,8 @@ def test_full_workflow_in_browser(server, tmp_path):
         try:
             _workflow(page, url, home, tmp_path)
         except Exception:
-            shot(page, "failure")
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
             print((home / "server.log").read_text()[-4000:])
             raise
         finally:
@@ -130,6 +131,11 @@ def test_full_workflow_in_browser(server, tmp_path):
 
 
 def _workflow(page, url, home, tmp_path):
+    start = time.perf_counter()
+
+    def stage(name):
+        print(f"[{time.perf_counter() - start:6.1f} s] {name}")
+
     t0 = time.perf_counter()
     page.goto(url)
     page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=30_000)
@@ -144,6 +150,7 @@ def _workflow(page, url, home, tmp_path):
           f"on reload")
     wait_idle(page)
 
+    stage("home done")
     # Dataset: upload the example (as a user would), see what was detected
     goto(page, "Dataset")
     page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
@@ -154,24 +161,32 @@ def _workflow(page, url, home, tmp_path):
     assert_no_exception(page)
     shot(page, "dataset")
 
+    stage("dataset done")
     # Train a few steps of a tiny SliceGAN
     goto(page, "Train")
     page.get_by_text("Hyperparameters", exact=True).click()
     page.get_by_role("textbox", name="More settings (JSON, for experts)").fill(json.dumps(TINY))
     steps = page.get_by_role("spinbutton", name="Steps", exact=True)
-    steps.fill("12")
+    steps.fill("5")
     steps.press("Enter")
     wait_idle(page)
+    stage("training form filled")
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_selector("text=/Finished: step 12/", timeout=300_000)
+    page.wait_for_selector("text=/Training: step/", timeout=300_000)
+    stage("first training step")
+    page.wait_for_selector("text=/Finished: step 5/", timeout=300_000)
+    stage("training finished")
     page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
     wait_idle(page)
     assert_no_exception(page)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
     shot(page, "train")
 
+    stage("train done")
     # Generate a 128^3 volume and wait for the 3D canvas
     goto(page, "Generate & view")
+    for axis in ("Z (depth)", "Y (height)", "X (width)"):
+        page.get_by_role("spinbutton", name=axis).fill("128")
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector("text=Generated 128 x 128 x 128", timeout=120_000)
     t_view = time.perf_counter()
@@ -186,12 +201,14 @@ def _workflow(page, url, home, tmp_path):
     assert_no_exception(page)
     shot(page, "generate")
 
+    stage("generate done")
     goto(page, "Analyze")
     page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "analyze")
 
+    stage("analyze done")
     # Export: download the TIFF stack and read it back
     goto(page, "Export")
     shot(page, "export")
@@ -204,4 +221,5 @@ def _workflow(page, url, home, tmp_path):
     vol = tifffile.imread(target)
     assert vol.shape == (128, 128, 128)
     assert vol.dtype == np.uint8 and len(np.unique(vol)) >= 2
+    stage("export done")
     assert_no_exception(page)

@@ -166,6 +166,6 @@ def test_tiny_real_training(tmp_path):
     assert runs.latest_checkpoint(run) is not None
 
 
-TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8, 8], "batch_size": 1,
+TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8], "batch_size": 1,
         "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
 

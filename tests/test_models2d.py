@@ -11,7 +11,7 @@ from matgen_core.diversity import diversity, evaluate_samples, mean_pairwise_dis
 from matgen_core.errors import MatgenInputError
 from matgen_core.io import Micrograph
 from matgen_core.models import presets, trainer_class
-from matgen_core.models.dcgan import DCGANTrainer, Discriminator, Generator
+from matgen_core.models.dcgan import Discriminator, Generator
 from conftest import blobs, stripes
 
 # Tiny networks on 32 px crops: every model trains a step in well under a second on one core.

@@ -137,6 +137,10 @@ def test_weight_average_is_used_for_sampling_and_checkpointed():
     for b, e, p in zip(before, ema, live):  # ema = 0.9 * before + 0.1 * live
         assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-6)
     assert tr.sampling_generator is tr.generator_ema
+    # its BatchNorm statistics are re-estimated for the averaged weights, not the live ones
+    bn_ema = [m for m in tr.generator_ema.modules() if isinstance(m, torch.nn.BatchNorm3d)][0]
+    bn_live = [m for m in tr.generator.modules() if isinstance(m, torch.nn.BatchNorm3d)][0]
+    assert not torch.allclose(bn_ema.running_mean, bn_live.running_mean)
     state = tr.state_dict()
     other = tiny_trainer(None, ema_decay=0.9)
     other.load_state_dict(state)

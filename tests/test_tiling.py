@@ -17,8 +17,9 @@ def random_trainer(kind="nphase", n_phases=3, seed=0):
     torch.manual_seed(seed)
     config = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": kind, "n_phases": n_phases, "num_images": 1}
     tr = SliceGANTrainer.create(config, None, torch.device("cpu"))
+    net = getattr(tr, "sampling_generator", None) or tr.generator  # EMA copy when the preset has one
     with torch.no_grad():
-        for bn in tr.generator.norms:
+        for bn in net.norms:
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.uniform_(0.5, 1.5)
