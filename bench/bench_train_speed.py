@@ -1,6 +1,6 @@
 """SliceGAN training speed: the optimised loop vs a plain fp32 channels-first loop, same run.
 
-    python bench/bench_train_speed.py [--preset quick] [--steps 8] [--warmup 2] [--bf16-steps 2]
+    python bench/bench_train_speed.py [--preset quick] [--steps 6] [--warmup 2] [--bf16-steps 1]
                                       [--image-size 128] [--phases 2] [--threads N] [--set k=v ...]
 
 * optimised - ``SliceGANTrainer.train_step`` as shipped (channels-last generator and critics,
@@ -109,9 +109,9 @@ def stats(tr, image: np.ndarray, phases: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="quick")
-    p.add_argument("--steps", type=int, default=8, help="generator steps per loop (incl. warm-up)")
+    p.add_argument("--steps", type=int, default=6, help="generator steps per loop (incl. warm-up)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--bf16-steps", type=int, default=2, help="0 skips the bf16 loop")
+    p.add_argument("--bf16-steps", type=int, default=1, help="0 skips the bf16 loop")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--phases", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
