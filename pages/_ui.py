@@ -215,13 +215,41 @@ def preview_image(m):
 
 def phase_legend(phases) -> None:
     """Coloured chips naming the phases, in the colours of the plots and the 3D view."""
+    chips = "".join(f"{phase_chip(p)}<span style='margin-right:1.2em'>phase {p}</span>"
+                    for p in phases)
+    st.markdown(chips, unsafe_allow_html=True)
+
+
+def phase_chip(p) -> str:
+    """HTML: a small square in phase ``p``'s colour (as in the plots and the 3D view)."""
     from matgen_core import render
 
-    chips = "".join(
-        f"<span style='display:inline-block;width:0.9em;height:0.9em;margin-right:0.3em;"
-        f"background:{render.phase_color(p)};border:1px solid #888;vertical-align:middle'></span>"
-        f"<span style='margin-right:1.2em'>phase {p}</span>" for p in phases)
-    st.markdown(chips, unsafe_allow_html=True)
+    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;margin-right:0.3em;"
+            f"background:{render.phase_color(p)};border:1px solid #888;vertical-align:middle'></span>")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _fraction_range(run_dir: str, config_mtime: float):
+    from matgen_core import fractions
+
+    try:
+        return fractions.supported_range(run_dir), ""
+    except MatgenInputError as err:
+        return None, str(err)
+
+
+def fraction_range(run_dir) -> tuple[dict | None, str]:
+    """(fractions.supported_range(run_dir), "") or (None, why phase fractions cannot be steered)."""
+    cfg = Path(run_dir) / "config.json"
+    return _fraction_range(str(run_dir), cfg.stat().st_mtime if cfg.exists() else 0.0)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def fraction_spread(run_dir: str, shape: tuple) -> list[float]:
+    """fractions.expected_fluctuation(run_dir, shape) (std per phase, fraction units), cached."""
+    from matgen_core import fractions
+
+    return [float(v) for v in fractions.expected_fluctuation(run_dir, tuple(shape))]
 
 
 def surfaces_for(token: str, volume, phases) -> dict:

@@ -2,6 +2,7 @@
 import inspect
 import time
 import uuid
+from pathlib import Path
 
 import streamlit as st
 
@@ -38,10 +39,13 @@ def main() -> None:
     c2.markdown(f"<br>{info.model}, step {info.step} / {info.total_steps}, {info.status}",
                 unsafe_allow_html=True)
 
+    side = int(mc.get("img_size", 64)) * 2
+    rng, why = _ui.fraction_range(run_dir)
+    fraction_controls(run_dir, rng, why, tuple(int(ss.get(k, side)) for k in ("gen_z", "gen_y", "gen_x")))
+
     with st.form("gen_form", border=True):
         if is_3d:
             st.markdown("**Volume size** (voxels; any size, generation is seamless)")
-            side = int(mc.get("img_size", 64)) * 2
             cz, cy, cx, cs = st.columns(4)
             z = cz.number_input("Z (depth)", 8, 1024, side, step=16, key="gen_z")
             y = cy.number_input("Y (height)", 8, 1024, side, step=16, key="gen_y")
@@ -62,6 +66,15 @@ def main() -> None:
             kwargs["shape"] = (int(z), int(y), int(x))
         else:
             kwargs["count"] = int(count)
+        wanted = requested_fractions(run_dir, rng)
+        if wanted is not None:
+            from matgen_core import fractions
+
+            try:
+                kwargs["fractions"] = fractions.check_targets(wanted, rng)
+            except MatgenInputError as err:
+                _ui.error_box(err)
+                return
         bar = st.progress(0.0, text="Generating...")
         if "progress" in inspect.signature(gen_mod.generate).parameters:
             kwargs["progress"] = lambda f, *a: bar.progress(min(1.0, float(f)), text="Generating...")
@@ -77,13 +90,14 @@ def main() -> None:
         ss.generated = result
         ss.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=int(seed),
                                  token=uuid.uuid4().hex, seconds=time.perf_counter() - t0)
+        if getattr(result, "fractions", None):
+            ss.generated_meta["spread"] = _ui.fraction_spread(str(run_dir), kwargs["shape"])
 
     gen = ss.get("generated")
     if gen is None:
         st.caption("Generated data appears here.")
     else:
         show_generated(gen, ss.get("generated_meta") or {}, run_dir)
-    phase_fraction_placeholder()
 
 
 def show_generated(gen, meta: dict, run_dir) -> None:
@@ -103,6 +117,8 @@ def show_generated(gen, meta: dict, run_dir) -> None:
             cols[k % 4].image(render.to_display(a, kind), caption=f"sample {k + 1}", width="stretch")
         return
 
+    if getattr(gen, "fractions", None):
+        show_fraction_report(gen.fractions, meta.get("spread"))
     view3d, slices = st.tabs(["3D view", "Slices (full resolution)"])
     with view3d:
         view_3d(arr, kind, n, meta.get("token", ""))
@@ -158,12 +174,110 @@ def view_slices(arr, kind: str, n: int) -> None:
         _ui.phase_legend(range(n))
 
 
-def phase_fraction_placeholder() -> None:
-    st.divider()
-    st.subheader("Phase fractions")
-    st.info("PLACEHOLDER, coming in a later version: sliders to ask for other phase fractions "
-            "(e.g. more pore space) while keeping the learned texture.",
-            icon=":material/construction:")
+def fraction_keys(run_dir, n: int) -> list[str]:
+    """Session keys of the sliders of phases 0..n-2 (per run, so each run keeps its own)."""
+    return [f"gen_frac_{Path(run_dir).name}_{k}" for k in range(n - 1)]
+
+
+def requested_fractions(run_dir, rng: dict | None) -> list[float] | None:
+    """What the sliders ask for (fraction units; the last phase is the rest), None when off."""
+    ss = st.session_state
+    if rng is None or not ss.get("gen_frac_on"):
+        return None
+    keys = fraction_keys(run_dir, rng["n_phases"])
+    vals = [float(ss.get(key, round(100 * rng["center"][k], 1))) / 100 for k, key in enumerate(keys)]
+    return vals + [1.0 - sum(vals)]
+
+
+@st.fragment
+def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None:
+    """Toggle + one slider per phase (the last one is the rest); a fragment, so moving a slider
+    does not redraw the 3D view."""
+    with st.container(border=True):
+        st.markdown("**Phase fractions**")
+        if rng is None:
+            st.caption(f"Steering phase fractions is not available for this run: {why}")
+            return
+        n = rng["n_phases"]
+        on = st.toggle("Steer phase fractions", key="gen_frac_on",
+                       help=f"Ask for other phase fractions than the training image's (e.g. more "
+                            f"pore space) while keeping the learned texture. Method: "
+                            f"{rng['method']}; supported: +-{100 * rng['radius']:.0f} pp per phase "
+                            f"around the training fractions.")
+        center = " / ".join(f"{100 * c:.1f}" for c in rng["center"])
+        if not on:
+            st.caption(f"Off: the generator's own fractions (training image: {center} %).")
+            return
+        spread = _ui.fraction_spread(str(run_dir), tuple(shape))
+        keys = fraction_keys(run_dir, n)
+
+        def reset() -> None:
+            for k, key in enumerate(keys):
+                st.session_state[key] = round(100 * rng["center"][k], 1)
+
+        cols = st.columns(n)
+        for k in range(n - 1):
+            lo, hi, c = (round(100 * rng[f][k], 1) for f in ("low", "high", "center"))
+            with cols[k]:
+                st.slider(f"phase {k} (%)", lo, hi, c, 0.1, format="%.1f %%", key=keys[k],
+                          help=f"Supported {lo:.1f}-{hi:.1f} %; training image {c:.1f} %.")
+                st.markdown(f"{_ui.phase_chip(k)}<small>range {lo:.1f}-{hi:.1f} %, expected "
+                            f"spread at this size +-{100 * spread[k]:.1f} pp</small>",
+                            unsafe_allow_html=True)
+        wanted = requested_fractions(run_dir, rng)
+        last, k = wanted[-1], n - 1
+        lo, hi, c = (100 * rng[f][k] for f in ("low", "high", "center"))
+        with cols[-1]:
+            st.metric(f"phase {k} (the rest, %)", f"{100 * last:.1f}",
+                      delta=f"{100 * last - c:+.1f} pp vs training", delta_color="off")
+            st.markdown(f"{_ui.phase_chip(k)}<small>range {lo:.1f}-{hi:.1f} %, expected "
+                        f"spread at this size +-{100 * spread[k]:.1f} pp</small>",
+                        unsafe_allow_html=True)
+        if not lo - 0.05 <= 100 * last <= hi + 0.05:
+            st.warning(f"Phase {k} would be {100 * last:.1f} %, outside its supported range "
+                       f"{lo:.1f}-{hi:.1f} %: move the other sliders.", icon=":material/warning:")
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.caption(f"Volume {' x '.join(map(str, shape))} (the size below). The expected spread is how "
+                   f"much real samples of this size differ from each other; the generated volume "
+                   f"meets the target exactly (calibrated).")
+        c2.button("Reset to training", key="gen_frac_reset", on_click=reset,
+                  icon=":material/restart_alt:")
+
+
+def show_fraction_report(info: dict, spread) -> None:
+    """Target / generator alone / achieved fractions and the morphology change."""
+    import pandas as pd
+
+    n = len(info["target"])
+    morph = info.get("morphology") or {}
+    ssa = list(morph.get("surface_area_rel") or [None] * n)
+    spread = spread or [None] * n
+    rows = [{"phase": f"phase {k}", "target %": 100 * info["target"][k],
+             "generator alone %": 100 * info["before"][k], "achieved %": 100 * info["achieved"][k],
+             "expected spread (+- pp)": None if spread[k] is None else 100 * spread[k],
+             "S2 change": (morph.get("s2_per_phase") or [None] * n)[k],
+             "surface-area change %": None if k >= len(ssa) or ssa[k] is None else 100 * ssa[k]}
+            for k in range(n)]
+    with st.container(border=True):
+        st.markdown("**Phase fractions** (" + info.get("method", "calibrated") + ")")
+        _ui.phase_legend(range(n))
+        st.dataframe(pd.DataFrame(rows), hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
+                                    ("target %", "generator alone %", "achieved %",
+                                     "expected spread (+- pp)", "surface-area change %")}
+                     | {"S2 change": st.column_config.NumberColumn(format="%.3f")})
+        if morph:
+            m1, m2 = st.columns(2)
+            m1.metric("S2 change (largest)", f"{morph['s2']:.3f}")
+            sa = morph.get("surface_area")
+            m2.metric("Surface-area change (largest)", "-" if sa is None else f"{100 * sa:.0f} %")
+            st.caption(
+                "Compared with the unsteered volume of the same seed (central "
+                f"{' x '.join(map(str, morph.get('shape', [])))} voxels): S2 change is the mean "
+                "absolute change of each phase's two-point correlation (0 = same texture), "
+                "surface-area change the relative change of its specific surface area. Some "
+                "change is expected (more of a phase changes its interfaces); large values mean "
+                "the model is pushed beyond the fractions it learned.")
 
 
 main()

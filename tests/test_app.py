@@ -174,7 +174,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     assert any("Generated 32 x 32 x 32" in s.value for s in at.success)
     assert at.session_state["_surfaces"][0] == at.session_state["generated_meta"]["token"]
     assert at.get("plotly_chart"), "orthogonal slices missing"
-    assert "Phase fractions" in [h.value for h in at.subheader]
+    assert at.toggle(key="gen_frac_on").value is False  # phase-fraction steering, off by default
     # toggle a phase off and change opacity: still fine
     at.slider(key="view_opacity").set_value(0.5).run(timeout=120)
     check(at)
@@ -258,6 +258,56 @@ def test_stop_and_resume_buttons(home):
     assert at.get("progress")[0].proto.text.startswith(f"Finished: step {step + 2}")
 
 
+def test_generate_with_phase_fractions(home):
+    """Steer the phase fractions of a (tiny, barely trained) SliceGAN run: sliders, last phase =
+    the rest, generate, and the achieved fractions in the page's table meet the target."""
+    from matgen_core import fractions, io, runs, train
+
+    run = home / "frac"
+    runs.create_run(run, "slicegan", [io.read_micrograph(EXAMPLE)], preset="quick", overrides=TINY)
+    train.train(run, steps=2, device="cpu")
+    rng = fractions.supported_range(run)
+    n = rng["n_phases"]
+    at = new_app()
+    at.switch_page("pages/generate.py").run()
+    check(at)
+    assert not at.slider  # off by default: plain generation
+    at.toggle(key="gen_frac_on").set_value(True).run()
+    check(at)
+    sliders = [at.slider(key=f"gen_frac_frac_{k}") for k in range(n - 1)]
+    assert sliders[0].value == pytest.approx(100 * rng["center"][0], abs=0.06)
+    target0 = round(100 * rng["center"][0] + 6, 1)
+    sliders[0].set_value(target0).run()
+    check(at)
+    want = [s.value for s in sliders]
+    want.append(100 - sum(want))
+    assert any(f"{want[-1]:.1f} %" == m.value for m in at.metric)  # the last phase is the rest
+    assert "expected spread at this size" in texts(at)
+    for k in ("gen_z", "gen_y", "gen_x"):
+        at.number_input(key=k).set_value(32)
+    next(b for b in at.button if b.label == "Generate").click().run(timeout=180)
+    check(at)
+    gen = at.session_state["generated"]
+    assert gen.array.shape == (32, 32, 32) and gen.fractions is not None
+    table = next(d.value for d in at.dataframe if "achieved %" in d.value.columns)
+    assert np.allclose(table["target %"], want, atol=0.06)
+    assert np.max(np.abs(table["achieved %"] - table["target %"])) <= 1.5, table
+    assert np.allclose(table["achieved %"], 100 * np.array(gen.fractions["achieved"]))
+    assert any(m.label.startswith("S2 change") for m in at.metric)
+    # outside the supported range: a message, not a traceback, and nothing generated
+    sliders = [at.slider(key=f"gen_frac_frac_{k}") for k in range(n - 1)]
+    for s in sliders:
+        s.set_value(s.max)
+    at.run()
+    check(at)
+    if 100 - sum(s.max for s in sliders) < 100 * rng["low"][-1]:
+        assert at.warning and "outside its supported range" in at.warning[0].value
+        next(b for b in at.button if b.label == "Generate").click().run(timeout=180)
+        check(at)
+        assert at.error and "ractions" in at.error[0].value
+        assert at.session_state["generated"] is gen
+
+
 def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     """A run made outside the app (as `matgen train` does) opens in it; a 2D model gives a grid
     of samples and a zip of PNGs."""
@@ -276,7 +326,9 @@ def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     assert "cli-dcgan" in at.dataframe[0].value["run"].tolist()
     at.switch_page("pages/generate.py").run()
     check(at)
-    at.selectbox(key="gen_run").set_value("cli-dcgan")
+    at.selectbox(key="gen_run").set_value("cli-dcgan").run()
+    check(at)
+    assert "not available for this run" in texts(at) and not at.toggle  # 2D: no fraction sliders
     at.slider(key="gen_count").set_value(4)
     at.button[0].click().run(timeout=120)
     check(at)

@@ -89,9 +89,9 @@ def test_error_single_phase(tmp_path):
 
 
 def test_error_image_smaller_than_crop(tmp_path):
-    img = save_png(tmp_path / "small.png", blobs(40))
+    img = save_png(tmp_path / "small.png", blobs(24))
     _assert_clean_error(run_cli("train", "slicegan", img, "--out", tmp_path / "r", "--steps", "1"),
-                        "64x64")
+                        "32x32")
 
 
 def test_error_grayscale_where_phases_expected(tmp_path):

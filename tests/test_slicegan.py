@@ -134,8 +134,9 @@ def test_weight_average_is_used_for_sampling_and_checkpointed():
     tr.train_step(0)
     live = list(tr.generator.parameters())
     ema = list(tr.generator_ema.parameters())
-    for b, e, p in zip(before, ema, live):  # ema = 0.9 * before + 0.1 * live
-        assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-6)
+    d = 2 / 11  # first update: warm-up decay (1 + 1) / (10 + 1) < 0.9
+    for b, e, p in zip(before, ema, live):  # ema = d * before + (1 - d) * live
+        assert torch.allclose(e, d * b + (1 - d) * p, atol=1e-6)
     assert tr.sampling_generator is tr.generator_ema
     # its BatchNorm statistics are re-estimated for the averaged weights, not the live ones
     bn_ema = [m for m in tr.generator_ema.modules() if isinstance(m, torch.nn.BatchNorm3d)][0]
