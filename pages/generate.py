@@ -202,7 +202,7 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
         on = st.toggle("Steer phase fractions", key="gen_frac_on",
                        help=f"Ask for other phase fractions than the training image's (e.g. more "
                             f"pore space) while keeping the learned texture. Method: "
-                            f"{rng['method']}; supported: +-{100 * rng['radius']:.0f} pp per phase "
+                            f"{rng['method']}; supported: ±{100 * rng['radius']:.0f} pp per phase "
                             f"around the training fractions.")
         center = " / ".join(f"{100 * c:.1f}" for c in rng["center"])
         if not on:
@@ -219,20 +219,23 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
         for k in range(n - 1):
             lo, hi, c = (round(100 * rng[f][k], 1) for f in ("low", "high", "center"))
             with cols[k]:
+                st.markdown(f"{_ui.phase_chip(k)}**phase {k}**", unsafe_allow_html=True)
                 st.slider(f"phase {k} (%)", lo, hi, c, 0.1, format="%.1f %%", key=keys[k],
+                          label_visibility="collapsed",
                           help=f"Supported {lo:.1f}-{hi:.1f} %; training image {c:.1f} %.")
-                st.markdown(f"{_ui.phase_chip(k)}<small>range {lo:.1f}-{hi:.1f} %, expected "
-                            f"spread at this size +-{100 * spread[k]:.1f} pp</small>",
-                            unsafe_allow_html=True)
+                st.caption(f"supported {lo:.1f}-{hi:.1f} % · expected spread at this size "
+                           f"±{100 * spread[k]:.1f} pp")
         wanted = requested_fractions(run_dir, rng)
         last, k = wanted[-1], n - 1
         lo, hi, c = (100 * rng[f][k] for f in ("low", "high", "center"))
         with cols[-1]:
-            st.metric(f"phase {k} (the rest, %)", f"{100 * last:.1f}",
-                      delta=f"{100 * last - c:+.1f} pp vs training", delta_color="off")
-            st.markdown(f"{_ui.phase_chip(k)}<small>range {lo:.1f}-{hi:.1f} %, expected "
-                        f"spread at this size +-{100 * spread[k]:.1f} pp</small>",
-                        unsafe_allow_html=True)
+            st.markdown(f"{_ui.phase_chip(k)}**phase {k}** (the rest)", unsafe_allow_html=True)
+            delta = round(100 * last - c, 1) + 0.0  # + 0.0: no "-0.0"
+            st.metric(f"phase {k} (the rest)", f"{100 * last:.1f} %", label_visibility="collapsed",
+                      delta=f"{delta:+.1f} pp vs training" if delta else "as in training",
+                      delta_color="off", delta_arrow="auto" if delta else "off")
+            st.caption(f"supported {lo:.1f}-{hi:.1f} % · expected spread at this size "
+                       f"±{100 * spread[k]:.1f} pp")
         if not lo - 0.05 <= 100 * last <= hi + 0.05:
             st.warning(f"Phase {k} would be {100 * last:.1f} %, outside its supported range "
                        f"{lo:.1f}-{hi:.1f} %: move the other sliders.", icon=":material/warning:")
@@ -254,7 +257,7 @@ def show_fraction_report(info: dict, spread) -> None:
     spread = spread or [None] * n
     rows = [{"phase": f"phase {k}", "target %": 100 * info["target"][k],
              "generator alone %": 100 * info["before"][k], "achieved %": 100 * info["achieved"][k],
-             "expected spread (+- pp)": None if spread[k] is None else 100 * spread[k],
+             "expected spread (± pp)": None if spread[k] is None else 100 * spread[k],
              "S2 change": (morph.get("s2_per_phase") or [None] * n)[k],
              "surface-area change %": None if k >= len(ssa) or ssa[k] is None else 100 * ssa[k]}
             for k in range(n)]
@@ -264,7 +267,7 @@ def show_fraction_report(info: dict, spread) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
                                     ("target %", "generator alone %", "achieved %",
-                                     "expected spread (+- pp)", "surface-area change %")}
+                                     "expected spread (± pp)", "surface-area change %")}
                      | {"S2 change": st.column_config.NumberColumn(format="%.3f")})
         if morph:
             m1, m2 = st.columns(2)
