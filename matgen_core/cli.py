@@ -112,8 +112,11 @@ def cmd_generate(args) -> int:
     # generate() writes --out itself: large volumes are streamed there tile by tile (tiling.py)
     result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,
-                               fractions=args.fractions)
+                               fractions=args.fractions, calibrate=not args.raw)
     print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
+    if result.kind == "nphase" and not result.fractions and not args.raw and not args.count:
+        print("note: generated in tiles, so the phase fractions are the generator's own "
+              "(calibration needs one pass)")
     if result.fractions:  # phase-fraction control report
         f = result.fractions
         print("fractions target " + " ".join(f"{v:.4f}" for v in f["target"]) + " | generator "
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x")
     g.add_argument("--device", default="auto")
+    g.add_argument("--raw", action="store_true",
+                   help="the generator's own phase fractions (default: calibrated to the "
+                        "training image's; see docs/fractions.md)")
     g.add_argument("--fractions", metavar="F0,F1,...",
                    help="target phase fractions, one per phase, summing to 1 (SliceGAN n-phase runs)")
     g.add_argument("--tile", type=int, metavar="N",

@@ -55,7 +55,8 @@ def parse_shape(size=None, shape=None) -> tuple[int, int, int] | None:
 
 def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, device="auto",
              periodic=(False, False, False), tile: int | None = None, out_path=None,
-             progress=None, memory_budget_bytes: int | None = None, fractions=None) -> Generated:
+             progress=None, memory_budget_bytes: int | None = None, fractions=None,
+             calibrate: bool = True) -> Generated:
     """Generate from the run in ``run_dir`` (its latest checkpoint).
 
     3D models: ``shape`` (Z, Y, X) voxels, or an int for a cube (default: 2x the training size).
@@ -68,6 +69,9 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
     ``fractions``: target phase fractions (n-phase SliceGAN runs; see fractions.py): a conditional
     model is sampled at them, then a per-phase logit bias makes the labels meet them; the report
     is in ``Generated.fractions``. Done in one pass (not tiled).
+    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume generated in one pass is
+    calibrated to the training image's phase fractions (the same logit bias; the report says how
+    far the generator alone was). False gives the generator's raw argmax.
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -86,18 +90,23 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
             raise MatgenInputError("--count is for 2D models; a SliceGAN run makes one volume per call "
                                    "(use --seed for others).")
         shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
-        # --- phase-fraction control (fractions.py): one pass, calibrated on the whole volume ---
-        if fractions is not None:
-            from . import fractions as _fractions
-            from . import tiling
+        from . import tiling
 
-            if tile or (tile is None and tiling.choose_tile(shape, trainer.config, memory_budget_bytes,
-                                                            device=trainer.device)):
+        one_pass = not tile and (tile is not None or not tiling.choose_tile(
+            shape, trainer.config, memory_budget_bytes, device=trainer.device))
+        default_targets = fractions is None and calibrate and kind == "nphase" and one_pass
+        # --- phase-fraction control (fractions.py): one pass, calibrated on the whole volume ---
+        if fractions is not None or default_targets:
+            from . import fractions as _fractions
+
+            if default_targets:
+                fractions = _fractions.training_fractions(run_dir)
+            if not one_pass:
                 raise MatgenInputError(
                     f"--fractions works in one pass and {shape} needs tiling here; ask for a smaller "
                     f"volume (or drop --tile).")
             array, info = _fractions.generate_labels(trainer, run_dir, shape, seed, fractions,
-                                                     periodic=periodic)
+                                                     periodic=periodic, morphology=not default_targets)
             if progress is not None:
                 progress(1.0)
             if out_path is not None:
@@ -107,8 +116,6 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
                              model=config["model"], fractions=info)
         # --- end phase-fraction control ---
         # --- tiled / streamed generation (tiling.py) ---
-        from . import tiling
-
         if tile is None:
             tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
         if tile is not None and tile < 0:

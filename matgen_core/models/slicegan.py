@@ -337,70 +337,49 @@ class SliceGANTrainer:
     # -- end conditional SliceGAN helpers --------------------------------------------------------
 
     # -- training -----------------------------------------------------------------------------
+    def _targets(self, batch: int) -> torch.Tensor | None:
+        """Per-volume target fractions for this step (conditional SliceGAN), else None."""
+        if not self.conditional:
+            return None
+        return sample_targets(self.fraction_center, self.fraction_range, batch)
+
+    def _real(self, axis: int, targets: torch.Tensor | None) -> torch.Tensor:
+        """Real crops for slicing direction ``axis`` (near the targets when conditional)."""
+        n = self.config["real_batch"]
+        real = self.samplers[axis].sample(n) if targets is None else self._real_near(axis, targets, n)
+        return real.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def _fraction_loss(self, fake: torch.Tensor, targets: torch.Tensor | None):
+        """The original report's density loss and the largest fraction gap (0 when unused).
+
+        Unconditional: the batch's mean soft fractions vs the training image's. Conditional: each
+        volume's vs its own target, ``fraction_weight * mean_b sum_k gap_bk^2``.
+        """
+        weight = self.config.get("fraction_weight", 0.0)
+        if targets is not None:
+            gap = fake.float().mean(dim=(2, 3, 4)) - targets.to(self.device)  # (B, C)
+            weight = weight or DEFAULT_CONDITIONAL_FRACTION_WEIGHT
+            return weight * (gap ** 2).sum(1).mean(), gap.abs().max(1).values.mean().item()
+        if self.kind != "nphase" or weight <= 0:
+            return 0.0, 0.0
+        gap = fake.float().mean(dim=(0, 2, 3, 4)) - self.target_fractions
+        return weight * (gap ** 2).sum(), gap.abs().max().item()
+
     def train_step(self, step: int) -> dict:
         """One generator update after ``critic_iters`` critic updates; returns the losses."""
-        c = self.config
-        if self.conditional:
-            return self._train_step_conditional(step)
-        self.generator.train()
-        count = c.get("critic_slices")
-        for _ in range(c["critic_iters"]):
-            with torch.no_grad(), self._autocast():
-                fake = self.generator(self._noise(c["batch_size"], c["lz"]))
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
-            for axis in range(3):
-                critic = self.critics[self.direction_image[axis]]
-                real = self.samplers[axis].sample(c["real_batch"]).to(self.device)
-                real = real.contiguous(memory_format=torch.channels_last)
-                fake_slices = slices(fake, axis, count).float()
-                with self._autocast():
-                    d_real = critic(real).mean()
-                    d_fake = critic(fake_slices).mean()
-                gp = gradient_penalty(critic, real, fake_slices)
-                loss = d_fake - d_real + c["gp_lambda"] * gp
-                loss.backward()
-                d_loss_total += loss.item()
-                wass_total += (d_real - d_fake).item()
-                gp_total += gp.item()
-            self.opt_d.step()
-
-        self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
-            fake = self.generator(self._noise(c["batch_size"], c["lz"]))
-        g_loss = 0.0
-        for axis in range(3):
-            critic = self.critics[self.direction_image[axis]]
-            with self._autocast():
-                g_loss = g_loss - critic(slices(fake, axis, count)).mean()
-        frac_err = 0.0
-        if self.kind == "nphase" and c.get("fraction_weight", 0.0) > 0:
-            frac_gap = fake.float().mean(dim=(0, 2, 3, 4)) - self.target_fractions
-            g_loss = g_loss + c["fraction_weight"] * (frac_gap ** 2).sum()
-            frac_err = frac_gap.abs().max().item()
-        g_loss.backward()
-        self.opt_g.step()
-        self._update_ema()
-        return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
-                "gradient_penalty": gp_total / 3, "fraction_error": frac_err}
-
-    def _train_step_conditional(self, step: int) -> dict:
-        """Conditional SliceGAN step: targets sampled per volume, crops chosen near them, and the
-        density loss fraction_weight * mean_b |mean soft fraction of volume b - target_b|^2."""
         c = self.config
         self.generator.train()
         count = c.get("critic_slices")
         bs, lz = c["batch_size"], c["lz"]
         for _ in range(c["critic_iters"]):
-            targets = sample_targets(self.fraction_center, self.fraction_range, bs)
+            targets = self._targets(bs)
             with torch.no_grad(), self._autocast():
                 fake = self.generator(self._condition(self._noise(bs, lz), targets))
             self.opt_d.zero_grad(set_to_none=True)
             d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
             for axis in range(3):
                 critic = self.critics[self.direction_image[axis]]
-                real = self._real_near(axis, targets, c["real_batch"]).to(self.device)
-                real = real.contiguous(memory_format=torch.channels_last)
+                real = self._real(axis, targets)
                 fake_slices = slices(fake, axis, count).float()
                 with self._autocast():
                     d_real = critic(real).mean()
@@ -414,7 +393,7 @@ class SliceGANTrainer:
             self.opt_d.step()
 
         self.opt_g.zero_grad(set_to_none=True)
-        targets = sample_targets(self.fraction_center, self.fraction_range, bs)
+        targets = self._targets(bs)
         with self._autocast():
             fake = self.generator(self._condition(self._noise(bs, lz), targets))
         g_loss = 0.0
@@ -422,10 +401,8 @@ class SliceGANTrainer:
             critic = self.critics[self.direction_image[axis]]
             with self._autocast():
                 g_loss = g_loss - critic(slices(fake, axis, count)).mean()
-        weight = c.get("fraction_weight", 0.0) or DEFAULT_CONDITIONAL_FRACTION_WEIGHT
-        frac_gap = fake.float().mean(dim=(2, 3, 4)) - targets.to(self.device)  # (B, C)
-        g_loss = g_loss + weight * (frac_gap ** 2).sum(1).mean()
-        frac_err = frac_gap.abs().max(1).values.mean().item()
+        frac_loss, frac_err = self._fraction_loss(fake, targets)
+        g_loss = g_loss + frac_loss
         g_loss.backward()
         self.opt_g.step()
         self._update_ema()
