@@ -206,7 +206,8 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
                             f"around the training fractions.")
         center = " / ".join(f"{100 * c:.1f}" for c in rng["center"])
         if not on:
-            st.caption(f"Off: the generator's own fractions (training image: {center} %).")
+            st.caption(f"Off: volumes are calibrated to the training image's fractions ({center} %); "
+                       "the table after generating shows how far the generator alone was.")
             return
         spread = _ui.fraction_spread(str(run_dir), tuple(shape))
         keys = fraction_keys(run_dir, n)
@@ -261,6 +262,9 @@ def show_fraction_report(info: dict, spread) -> None:
              "S2 change": (morph.get("s2_per_phase") or [None] * n)[k],
              "surface-area change %": None if k >= len(ssa) or ssa[k] is None else 100 * ssa[k]}
             for k in range(n)]
+    if not morph:  # default calibration to the training fractions: no steering to compare with
+        rows = [{k: v for k, v in r.items() if k not in ("S2 change", "surface-area change %")}
+                for r in rows]
     with st.container(border=True):
         st.markdown("**Phase fractions** (" + info.get("method", "calibrated") + ")")
         _ui.phase_legend(range(n))
