@@ -156,9 +156,15 @@ def view_3d(arr, kind: str, n: int, token: str) -> None:
             if all(surfaces[p].n_points == 0 for p in visible):
                 st.caption("These phases are too fine (or absent) to draw as surfaces; see the "
                            "Slices tab.")
-        plotter = render.plotter_for(arr, visible, opacity, kind=kind, surfaces=surfaces,
-                                     window_size=(800, 560))
-        stpyvista(plotter, key=f"view3d_{token[:8]}")
+        try:
+            plotter = render.plotter_for(arr, visible, opacity, kind=kind, surfaces=surfaces,
+                                         window_size=(800, 560))
+            stpyvista(plotter, key=f"view3d_{token[:8]}")
+        except Exception as err:  # no OpenGL/EGL on this machine: the slices still work
+            st.warning(f"The 3D view could not be drawn on this machine ({type(err).__name__}: "
+                       f"{err}). On a headless Linux server install the EGL libraries "
+                       f"(apt-get install -y libegl1 libgl1-mesa-dri); the Slices tab shows the "
+                       f"volume meanwhile.")
 
 
 @st.fragment
