@@ -210,16 +210,7 @@ def _latent_len(n: int, layers) -> int:
 # -------------------------------------------------------------------------------------------
 def full_latent(trainer, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> torch.Tensor:
     """The latent ``trainer.sample`` would use (same seed, periodic copy, condition channels)."""
-    rng = torch.Generator().manual_seed(int(seed))
-    z = trainer._noise(1, trainer.latent_shape(shape), generator=rng)
-    for axis, wrap in enumerate(periodic):
-        if wrap:
-            z = z.clone()
-            z.narrow(2 + axis, 0, 2).copy_(z.narrow(2 + axis, z.shape[2 + axis] - 2, 2))
-    if getattr(trainer, "conditional", False):
-        t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
-        z = trainer._condition(z, t)
-    return z
+    return trainer.latent(shape, seed, periodic, fractions)
 
 
 def _autocast(device: torch.device, precision: str):

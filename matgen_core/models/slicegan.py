@@ -481,6 +481,24 @@ class SliceGANTrainer:
         k, s, p = c["gen_kernels"], c["gen_strides"], c["gen_paddings"]
         return tuple(latent_size_for(n, k, s, p) for n in shape)
 
+    def latent(self, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> torch.Tensor:
+        """The seeded latent (1, nz [+ n_cond], lz...) that makes a volume of ``shape``.
+
+        Along ``periodic`` axes its last two planes are copied onto its first, so the volume tiles;
+        a conditional model gets its condition channels (``fractions``, default the training's).
+        Tiled generation (tiling.py) cuts this same latent into tiles.
+        """
+        rng = torch.Generator().manual_seed(int(seed))
+        z = self._noise(1, self.latent_shape(shape), generator=rng)
+        for axis, wrap in enumerate(periodic):
+            if wrap:
+                z = z.clone()
+                z.narrow(2 + axis, 0, 2).copy_(z.narrow(2 + axis, z.shape[2 + axis] - 2, 2))
+        if self.conditional:
+            t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
+            z = self._condition(z, t)
+        return z
+
     @torch.inference_mode()
     def sample(self, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> np.ndarray:
         """Generate one volume of ``shape`` (Z, Y, X) voxels; returns float32 (C, Z, Y, X).
@@ -496,15 +514,7 @@ class SliceGANTrainer:
         net = self.sampling_generator
         was_training = net.training
         net.eval()
-        rng = torch.Generator().manual_seed(int(seed))
-        z = self._noise(1, self.latent_shape(shape), generator=rng)
-        for axis, wrap in enumerate(periodic):
-            if wrap:
-                z = z.clone()
-                z.narrow(2 + axis, 0, 2).copy_(z.narrow(2 + axis, z.shape[2 + axis] - 2, 2))
-        if self.conditional:
-            t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
-            z = self._condition(z, t)
+        z = self.latent(shape, seed, periodic, fractions)
         with self._autocast():
             vol = net(z)[0].float()
         net.train(was_training)
