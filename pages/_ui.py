@@ -338,3 +338,13 @@ def warm_up() -> bool:
 
     threading.Thread(target=work, name="matgen-warm-up", daemon=True).start()
     return True
+
+
+def generated_or_hint(what: str):
+    """The last generated result and its metadata, or None after pointing the user to Generate."""
+    gen = st.session_state.get("generated")
+    if gen is None:
+        st.info(f"Generate {what} first (Generate & view page).", icon=":material/view_in_ar:")
+        st.page_link(PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
+        return None
+    return gen, st.session_state.get("generated_meta") or {}

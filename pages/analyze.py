@@ -15,12 +15,10 @@ def main() -> None:
                "generated data (for a volume: its 2D slices in all three directions, so like is "
                "compared with like).")
 
-    gen = ss.get("generated")
-    meta = ss.get("generated_meta") or {}
-    if gen is None:
-        st.info("Generate a volume first (Generate & view page).", icon=":material/view_in_ar:")
-        st.page_link(_ui.PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
+    found = _ui.generated_or_hint("a volume")
+    if found is None:
         return
+    gen, meta = found
     if gen.kind != "nphase":
         st.info("These statistics need segmented data (phases). This run was trained on "
                 f"{_ui.KIND_NAMES.get(gen.kind, gen.kind)} images; segment the image on the Dataset "

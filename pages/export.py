@@ -5,15 +5,12 @@ from pages import _ui
 
 
 def main() -> None:
-    ss = st.session_state
     st.title("Export")
 
-    gen = ss.get("generated")
-    meta = ss.get("generated_meta") or {}
-    if gen is None:
-        st.info("Generate something first (Generate & view page).", icon=":material/view_in_ar:")
-        st.page_link(_ui.PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
+    found = _ui.generated_or_hint("something")
+    if found is None:
         return
+    gen, meta = found
 
     arr = gen.array
     is_volume = gen.model == "slicegan"
