@@ -7,9 +7,12 @@ Random weights (speed and memory do not depend on training). Every case runs in 
 subprocess so peak RSS (``ru_maxrss``) is that case's alone; RSS includes the Python + torch
 runtime (~0.3-0.4 GB). Cases:
 
-* ``onepass`` - the pre-existing path: ``SliceGANTrainer.sample`` (one generator pass over the
-  whole latent, fp32, channels-last) + argmax; only for sizes <= ``--onepass-max`` (a one-pass
-  512^3 paper volume needs ~13 GB of activations, more than this machine can spare).
+* ``baseline`` - the textbook one-pass fp32 path: ``Generator.forward_plain`` (ConvTranspose3d,
+  BatchNorm3d, ReLU module by module, channels-first) over the whole latent + argmax; the
+  reference every speed ratio is against. Only for sizes <= ``--onepass-max`` (a one-pass 512^3
+  paper volume needs ~13 GB of activations, more than this machine can spare).
+* ``onepass`` - ``SliceGANTrainer.sample`` as shipped: one pass, fp32, channels-last, BatchNorm
+  folded into the convolutions, the last layer as a sub-pixel convolution (models/slicegan.py).
 * ``tiled``   - ``tiling.generate_array`` with the tile ``choose_tile`` picks for ``--budget-gb``
   of activations; the result is hashed and compared with ``onepass`` where both ran.
 * ``stream``  - with ``--big``: 1024^3 written tile by tile into a memory-mapped .npy (or BigTIFF)
@@ -63,7 +66,12 @@ def run_case(args) -> dict:
     tile = None
     tr.sample((32, 32, 32), seed=0)  # warm-up: torch / oneDNN first-call costs are not timed
     t0, c0 = time.perf_counter(), time.process_time()
-    if args.case == "onepass":
+    if args.case == "baseline":
+        gen = tr.generator.eval()
+        z = tr.latent(shape, seed=1).contiguous()  # channels-first
+        with torch.inference_mode():
+            vol = decode(gen.forward_plain(z)[0].numpy(), "nphase")
+    elif args.case == "onepass":
         vol = decode(tr.sample(shape, seed=1), "nphase")
     elif args.case == "tiled":
         tile = args.tile or tiling.choose_tile(shape, tr.config, budget)
@@ -82,9 +90,16 @@ def run_case(args) -> dict:
                mvox_per_s=round(n ** 3 / seconds / 1e6, 3),
                peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
                threads=torch.get_num_threads())
-    if vol is not None:
-        res["sha1"] = hashlib.sha1(np.ascontiguousarray(vol).tobytes()).hexdigest()[:12]
-        res["fractions"] = [round(float(f), 4) for f in np.bincount(np.asarray(vol).ravel(), minlength=args.phases) / vol.size]
+    if vol is not None and n <= args.onepass_max:  # kept for the comparison with the baseline
+        np.save(Path(args.tmp) / f"bench_{args.case}_{n}.npy", np.asarray(vol))
+    if vol is not None:  # slab by slab: a 1024^3 memory map must not be copied whole
+        sha, counts = hashlib.sha1(), np.zeros(args.phases, np.int64)
+        for z in range(0, vol.shape[0], 16):
+            slab = np.ascontiguousarray(vol[z:z + 16])
+            sha.update(slab.tobytes())
+            counts += np.bincount(slab.ravel(), minlength=args.phases)[:args.phases]
+        res["sha1"] = sha.hexdigest()[:12]
+        res["fractions"] = [round(float(f), 4) for f in counts / vol.size]
     if args.case == "stream":
         res["file"] = str(out)
         res["file_gb"] = round(out.stat().st_size / 2**30, 3)
@@ -95,6 +110,7 @@ def run_case(args) -> dict:
 
 def spawn(case: str, size: int, args) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--size", str(size), "--phases", str(args.phases),
+           "--onepass-max", str(args.onepass_max),
            "--budget-gb", str(args.budget_gb), "--tmp", args.tmp, "--big-format", args.big_format]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -109,6 +125,8 @@ def spawn(case: str, size: int, args) -> dict:
 
 
 def main() -> None:
+    import numpy as np
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="128,256,512")
     p.add_argument("--onepass-max", type=int, default=256, help="largest cube side for the one-pass baseline")
@@ -121,7 +139,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the streamed file")
     p.add_argument("--phases", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--case", choices=["onepass", "tiled", "stream"], help=argparse.SUPPRESS)
+    p.add_argument("--case", choices=["baseline", "onepass", "tiled", "stream"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
@@ -132,7 +150,7 @@ def main() -> None:
           f"activation budget {args.budget_gb} GB")
     rows = []
     for n in [int(v) for v in args.sizes.split(",")]:
-        cases = (["onepass"] if n <= args.onepass_max else []) + ["tiled"]
+        cases = (["baseline", "onepass"] if n <= args.onepass_max else []) + ["tiled"]
         for case in cases:
             r = spawn(case, n, args)
             rows.append(r)
@@ -154,11 +172,24 @@ def main() -> None:
     for r in rows:
         by.setdefault(r["size"], {})[r["case"]] = r
     for n, d in by.items():
-        if "onepass" in d and "tiled" in d and "error" not in d["onepass"] and "error" not in d["tiled"]:
-            same = d["onepass"]["sha1"] == d["tiled"]["sha1"]
-            print(f"{n}^3: tiled vs one-pass speed x{d['onepass']['seconds'] / d['tiled']['seconds']:.2f}, "
-                  f"peak RSS x{d['tiled']['peak_rss_gb'] / d['onepass']['peak_rss_gb']:.2f}, "
-                  f"identical volume: {same}")
+        base = d.get("baseline")
+        if not base or "error" in base:
+            continue
+        ref = np.load(Path(args.tmp) / f"bench_baseline_{n}.npy")
+        for case in ("onepass", "tiled"):
+            r = d.get(case)
+            if not r or "error" in r:
+                continue
+            vol = np.load(Path(args.tmp) / f"bench_{case}_{n}.npy")
+            print(f"{n}^3 {case:8s} vs baseline: voxels/s x{base['seconds'] / r['seconds']:.2f} wall, "
+                  f"x{base['cpu_s'] / max(r['cpu_s'], 1e-9):.2f} CPU, peak RSS "
+                  f"x{r['peak_rss_gb'] / base['peak_rss_gb']:.2f}, differing voxels "
+                  f"{np.mean(vol != ref):.2e}")
+        if "onepass" in d and "tiled" in d and "error" not in d["tiled"]:
+            print(f"{n}^3 tiled vs one-pass identical: {d['onepass'].get('sha1') == d['tiled'].get('sha1')}")
+    for f in Path(args.tmp).glob("bench_*_*.npy"):
+        if f.name.split("_")[1] in ("baseline", "onepass", "tiled"):
+            f.unlink()
     for n, d in by.items():
         t = d.get("tiled") or d.get("stream")
         if t and "error" not in t and n >= 512:

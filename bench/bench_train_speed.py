@@ -1,21 +1,25 @@
 """SliceGAN training speed: the optimised loop vs a plain fp32 channels-first loop, same run.
 
-    python bench/bench_train_speed.py [--preset quick] [--steps 6] [--warmup 2] [--bf16-steps 1]
+    python bench/bench_train_speed.py [--preset quick] [--steps 200] [--warmup 2] [--bf16-steps 1]
                                       [--image-size 128] [--phases 2] [--threads N] [--set k=v ...]
 
-* optimised - ``SliceGANTrainer.train_step`` as shipped (channels-last generator and critics,
-  fp32 unless the preset says otherwise);
-* plain     - the same networks, batch and WGAN-GP algorithm written the obvious way: default
-  (channels-first) memory layout, fp32 (``plain_step`` below mirrors ``train_step``);
-* bf16      - the optimised loop with ``precision=bf16`` autocast (speed only, a few steps).
+* optimised - ``SliceGANTrainer.train_step`` as shipped: channels-last generator and critics;
+  the slicing directions that share a critic and the real and fake samples in one critic call,
+  the penalty's interpolates in another (``critic_losses``); critic weights frozen during the
+  generator update; the generator's narrow last layer as a sub-pixel convolution; fp32.
+* plain     - the same networks, batch and WGAN-GP algorithm written the obvious way, as the
+  reference SliceGAN does it: per direction separate critic calls for real, fake and
+  interpolates, critic weight gradients computed in the generator update too, the generator
+  module by module (``Generator.forward_plain``), channels-first memory layout, fp32
+  (``plain_step`` below).
+* bf16      - the optimised loop under bf16 autocast (speed only, a few steps).
 
 Both main loops start from the same seed and weights and train ``--steps`` generator steps on a
-synthetic 2-phase particle image; afterwards each generates a 64^3 volume (seed 0) and we print
-its phase-fraction error against the image and the L1 distance of the radial two-point
-correlation S2 of phase 1 (3D volume vs 2D image, r <= 20). After a handful of steps neither
-model is trained: the point is that both loops compute the same thing (statistics alike), one
-faster. Iterations/s exclude ``--warmup`` steps. Timings on a shared CPU are noisy: compare the
-ratio, measured within one run.
+synthetic 2-phase particle image; afterwards each generates a 64^3 volume (seed 0, the live
+generator) and we print its phase-fraction error against the image and the L1 distance of the
+radial two-point correlation S2 of phase 1 (3D volume vs 2D image, r <= 20): after the same
+number of steps both loops reach the same statistics (they differ only in random draws).
+Iterations/s exclude ``--warmup`` steps. Compare the ratio, measured within one run.
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ def plain_step(tr: SliceGANTrainer) -> dict:
 
     for _ in range(c["critic_iters"]):
         with torch.no_grad():
-            fake = tr.generator(noise())
+            fake = tr.generator.forward_plain(noise())
         tr.opt_d.zero_grad(set_to_none=True)
         for axis in range(3):
             critic = tr.critics[tr.direction_image[axis]]
@@ -61,7 +65,7 @@ def plain_step(tr: SliceGANTrainer) -> dict:
             (d_fake - d_real + c["gp_lambda"] * gp).backward()
         tr.opt_d.step()
     tr.opt_g.zero_grad(set_to_none=True)
-    fake = tr.generator(noise())
+    fake = tr.generator.forward_plain(noise())
     g_loss = 0.0
     for axis in range(3):
         critic = tr.critics[tr.direction_image[axis]]
@@ -109,7 +113,7 @@ def stats(tr, image: np.ndarray, phases: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="quick")
-    p.add_argument("--steps", type=int, default=6, help="generator steps per loop (incl. warm-up)")
+    p.add_argument("--steps", type=int, default=200, help="generator steps per loop (incl. warm-up)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16-steps", type=int, default=1, help="0 skips the bf16 loop")
     p.add_argument("--image-size", type=int, default=128)

@@ -114,12 +114,12 @@ def cmd_generate(args) -> int:
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,
                                fractions=args.fractions, calibrate=not args.raw)
     print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
-    if result.kind == "nphase" and not result.fractions and not args.raw and not args.count:
-        print("note: generated in tiles, so the phase fractions are the generator's own "
-              "(calibration needs one pass)")
     if result.fractions:  # phase-fraction control report
         f = result.fractions
-        print("fractions target " + " ".join(f"{v:.4f}" for v in f["target"]) + " | generator "
+        probe = ""  # tiled beyond the probe: the generator alone was measured on the probe
+        if f.get("probe") and tuple(f["probe"]) != tuple(result.array.shape[:3]):
+            probe = f" (on its {'x'.join(map(str, f['probe']))} corner)"
+        print("fractions target " + " ".join(f"{v:.4f}" for v in f["target"]) + f" | generator{probe} "
               + " ".join(f"{v:.4f}" for v in f["before"]) + " | achieved "
               + " ".join(f"{v:.4f}" for v in f["achieved"]))
         if f.get("morphology"):

@@ -27,6 +27,7 @@ CALIBRATION_LIMIT = 0.15  # +- fraction range of a non-conditional model (15 per
 TOLERANCE = 0.002  # the bias search stops when every probe fraction is within this of its target
 PROBE_VOXELS = 2_000_000  # the search uses at most this many voxels (a fixed random subset)
 MORPHOLOGY_SIDE = 64  # morphology change is measured on a central crop of at most this side
+PROBE_SIDE = 128  # tiled volumes: the bias is fitted on their corner of at most this side
 _FLOOR = 1e-30
 
 
@@ -275,6 +276,31 @@ def generate_labels(trainer, run_dir, shape, seed: int, fractions, periodic=(Fal
     return labels, info
 
 
-__all__ = ["CALIBRATION_LIMIT", "TOLERANCE", "training_fractions", "supported_range",
+def probe_calibration(trainer, run_dir, shape, seed: int, fractions, periodic=(False, False, False),
+                      morphology: bool = True) -> dict:
+    """Calibration of a volume too big for one pass (generated in tiles by tiling.py).
+
+    The per-phase bias is fitted on the volume's own corner of at most ``PROBE_SIDE`` voxels a
+    side (the same latent, so the same voxels the tiles will make there), exactly as
+    :func:`generate_labels` fits a whole volume; the tiles then apply it. Returns the report of
+    :func:`generate_labels` for the probe plus ``"probe"`` (its shape); ``"before"`` is the
+    generator alone on the probe, and the caller replaces ``"achieved"`` with the whole volume's.
+    """
+    shape = tuple(int(v) for v in shape)
+    probe = tuple(min(n, PROBE_SIDE) for n in shape)
+
+    def corner(shp, sd, fr):  # the first shp voxels of the full volume's latent
+        z = trainer.latent(shape, sd, periodic, fr)
+        lat = trainer.latent_shape(shp)
+        out = trainer.sample_latent(z[:, :, :lat[0], :lat[1], :lat[2]])
+        return out[:, :shp[0], :shp[1], :shp[2]]
+
+    _, info = generate_labels(trainer, run_dir, probe, seed, fractions, periodic=periodic,
+                              morphology=morphology, sampler=corner)
+    info["probe"] = list(probe)
+    return info
+
+
+__all__ = ["CALIBRATION_LIMIT", "PROBE_SIDE", "probe_calibration", "TOLERANCE", "training_fractions", "supported_range",
            "expected_fluctuation", "check_targets", "fit_bias", "apply_bias", "calibrate",
            "morphology_change", "generate_labels", "argmax_fractions"]

@@ -68,10 +68,13 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
     plane) and ``array`` is then a read-only memory map of the file. ``progress(fraction)``.
     ``fractions``: target phase fractions (n-phase SliceGAN runs; see fractions.py): a conditional
     model is sampled at them, then a per-phase logit bias makes the labels meet them; the report
-    is in ``Generated.fractions``. Done in one pass (not tiled).
-    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume generated in one pass is
-    calibrated to the training image's phase fractions (the same logit bias; the report says how
-    far the generator alone was). False gives the generator's raw argmax.
+    is in ``Generated.fractions``. In one pass the bias is fitted on the volume itself (exact);
+    a tiled volume gets the bias fitted on its first ``fractions.PROBE_SIDE``^3 corner
+    (``fractions.probe_calibration``), so it meets the targets to within the corner's
+    statistical fluctuation; the report gives the whole volume's achieved fractions.
+    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume is calibrated to the
+    training image's phase fractions (the same logit bias; the report says how far the generator
+    alone was). False gives the generator's raw argmax (identical tiled or in one pass).
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -94,26 +97,26 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
 
         one_pass = not tile and (tile is not None or not tiling.choose_tile(
             shape, trainer.config, memory_budget_bytes, device=trainer.device))
-        default_targets = fractions is None and calibrate and kind == "nphase" and one_pass
-        # --- phase-fraction control (fractions.py): one pass, calibrated on the whole volume ---
+        default_targets = fractions is None and calibrate and kind == "nphase"
+        calibration = None  # tiled volumes: the bias fitted on a probe, and its report
+        # --- phase-fraction control (fractions.py): calibrated on the volume itself, or on a probe ---
         if fractions is not None or default_targets:
             from . import fractions as _fractions
 
             if default_targets:
                 fractions = _fractions.training_fractions(run_dir)
-            if not one_pass:
-                raise MatgenInputError(
-                    f"--fractions works in one pass and {shape} needs tiling here; ask for a smaller "
-                    f"volume (or drop --tile).")
-            array, info = _fractions.generate_labels(trainer, run_dir, shape, seed, fractions,
-                                                     periodic=periodic, morphology=not default_targets)
-            if progress is not None:
-                progress(1.0)
-            if out_path is not None:
-                _write(out_path, array, data)
-            return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
-                             voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                             model=config["model"], fractions=info)
+            if one_pass:
+                array, info = _fractions.generate_labels(trainer, run_dir, shape, seed, fractions,
+                                                         periodic=periodic, morphology=not default_targets)
+                if progress is not None:
+                    progress(1.0)
+                if out_path is not None:
+                    _write(out_path, array, data)
+                return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
+                                 voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                                 model=config["model"], fractions=info)
+            calibration = _fractions.probe_calibration(trainer, run_dir, shape, seed, fractions,
+                                                       periodic=periodic, morphology=not default_targets)
         # --- end phase-fraction control ---
         # --- tiled / streamed generation (tiling.py) ---
         if tile is None:
@@ -122,6 +125,10 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
             raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
         suffix = Path(out_path).suffix.lower() if out_path is not None else ""
         opts = dict(seed=seed, tile=tile or None, periodic=periodic, progress=progress)
+        if calibration is not None:  # the probe's bias on every tile; count what is written
+            n_phases = len(calibration["target"])
+            opts.update(bias=calibration["bias"], counts=np.zeros(n_phases, np.int64),
+                        fractions=calibration["target"] if calibration["conditional"] else None)
         written = suffix == ".npy" or (suffix in (".tif", ".tiff") and tiling.needs_bigtiff(shape, kind))
         if suffix == ".npy":
             array = tiling.generate_npy(out_path, trainer, shape, **opts)
@@ -137,6 +144,12 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
                 progress(1.0)
         if out_path is not None and not written:
             _write(out_path, array, data)
+        if calibration is not None:
+            counts = opts["counts"]
+            calibration["achieved"] = [float(v) for v in counts / max(int(counts.sum()), 1)]
+            return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
+                             voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                             model=config["model"], fractions=calibration)
         # --- end tiled / streamed generation ---
     else:
         if shape is not None:

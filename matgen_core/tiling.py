@@ -17,8 +17,8 @@ Per axis (the axes are independent), with a latent tile ``[l0, l1)`` of a latent
   misses exactly what the full pass misses too, so the region reaches the volume's edge.
 
 Tiles are decoded (argmax / 0-255) one by one and written, a Z slab at a time, into an array, a
-memory-mapped ``.npy`` (``numpy.lib.format.open_memmap``) or a BigTIFF written plane by plane: the
-float volume never exists in memory.
+``.npy`` file or a BigTIFF (both written sequentially, slab by slab): the float volume never
+exists in memory, and a streamed file never does either.
 
 ``tile`` everywhere here is the side, in output voxels, of the exact part each tile contributes
 (the tiles overlap by a halo of a few latent positions on top of that).
@@ -223,13 +223,17 @@ def _autocast(device: torch.device, precision: str):
 
 def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=(False, False, False),
                fractions=None, precision: str | None = None,
-               progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+               progress: Callable[[float], None] | None = None, bias=None,
+               counts: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Generate ``shape`` (Z, Y, X) tile by tile; yields ``(z0, slab)`` with ``slab`` the decoded
     uint8 planes ``z0 .. z0 + len(slab)`` (labels, gray, or RGB with a last axis of 3).
 
     ``tile``: exact output voxels per tile side (None or 0: one tile, i.e. one pass).
     ``precision``: "fp32" or "bf16" (autocast); default: the run's own setting, as ``sample``.
     ``progress(fraction_done)`` after each tile.
+    ``bias`` (n-phase): per-phase logit bias, labels = argmax(log p + bias), as
+    ``fractions.apply_bias`` (phase-fraction calibration). ``counts`` (n-phase): an int64 array of
+    one entry per phase, incremented by the voxels of each label written.
     """
     if precision is None:
         precision = trainer.config.get("precision") or "fp32"
@@ -246,14 +250,16 @@ def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=
     was_training = gen.training
     gen.eval()
     try:
-        yield from _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress)
+        yield from _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress, bias, counts)
     finally:
         gen.train(was_training)
 
 
-def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress):
+def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress, bias, counts):
     total = math.prod(len(p) for p in plans)
     done = 0
+    if bias is not None:
+        bias = torch.as_tensor(np.asarray(bias, np.float32), device=trainer.device).view(-1, 1, 1, 1)
     with torch.inference_mode():
         for (zl0, zl1, za, zb) in plans[0]:
             slab = np.empty((zb - za, shape[1], shape[2]) + ((3,) if kind == "color" else ()), np.uint8)
@@ -265,7 +271,11 @@ def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress):
                     oz, oy, ox = zl0 * stride, yl0 * stride, xl0 * stride
                     out = out[:, za - oz:zb - oz, ya - oy:yb - oy, xa - ox:xb - ox]
                     if kind == "nphase":  # argmax in torch: no float copy of the tile on the host
+                        if bias is not None:  # as fractions.apply_bias: log p (floored) + bias
+                            out = torch.log(out.float().clamp_min(1e-30)) + bias
                         block = torch.argmax(out, dim=0).to(torch.uint8).cpu().numpy()
+                        if counts is not None:
+                            counts += np.bincount(block.ravel(), minlength=len(counts))[:len(counts)]
                     else:
                         block = decode(out.float().cpu().numpy(), kind)
                     del out
@@ -290,16 +300,20 @@ def generate_array(trainer, shape, **kwargs) -> np.ndarray:
 
 
 def generate_npy(path, trainer, shape, **kwargs) -> np.ndarray:
-    """Tiled generation straight into a memory-mapped .npy file; returns the read-only memmap."""
-    from numpy.lib.format import open_memmap
+    """Tiled generation streamed into a .npy file; returns a read-only memory map of it.
 
+    The header is written first, then each Z slab as it is made (sequential writes, no memory
+    map while generating: the written data does not stay in this process's memory).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = (3,) if trainer.kind == "color" else ()
-    arr = open_memmap(path, mode="w+", dtype=np.uint8, shape=tuple(shape) + extra)
-    generate_into(arr, trainer, shape, **kwargs)
-    arr.flush()
-    del arr
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": tuple(int(v) for v in shape) + extra}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for _, slab in iter_slabs(trainer, shape, **kwargs):
+            f.write(np.ascontiguousarray(slab).tobytes())
     return np.load(path, mmap_mode="r")
 
 

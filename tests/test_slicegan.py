@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from matgen_core.models.slicegan import (PRESETS, Critic, Generator, SliceGANTrainer, check_uid,
-                                         gradient_penalty, latent_size_for, output_size, slices)
+                                         critic_losses, gradient_penalty, latent_size_for,
+                                         output_size, slices, subpixel_conv_transpose3d)
 from conftest import TINY_SLICEGAN, blobs
 
 PAPER = PRESETS["paper"]
@@ -67,10 +69,13 @@ def test_training_step_feeds_all_slices_when_critic_slices_is_none():
     seen = []
     tr.critics[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     tr.train_step(0)
-    # critic step: per direction real (4), fake (2 volumes * 32 slices), GP (min of both);
-    # generator step: per direction 64 fake slices
-    fake_calls = [n for n in seen if n == 2 * 32]
-    assert len(fake_calls) == 3 * 2  # 3 directions, critic + generator updates
+    real, iters = tr.config["real_batch"], tr.config["critic_iters"]
+    # critic step: one call with the real crops and all 2 volumes * 32 slices of the 3 directions,
+    # one with the penalty's interpolates (min of real and fake per direction);
+    # generator step: one call with the 3 directions' 64 fake slices
+    assert seen.count(3 * (real + 2 * 32)) == iters
+    assert seen.count(3 * min(real, 2 * 32)) == iters
+    assert seen[-1] == 3 * 2 * 32 and len(seen) == 2 * iters + 1
 
 
 def test_anisotropic_uses_one_critic_per_image():
@@ -147,3 +152,71 @@ def test_weight_average_is_used_for_sampling_and_checkpointed():
     other.load_state_dict(state)
     assert np.array_equal(other.sample((32, 32, 32), seed=2), tr.sample((32, 32, 32), seed=2))
     assert tiny_trainer(None, ema_decay=0.0).generator_ema is None
+
+
+@pytest.mark.parametrize("k,s,p", [(4, 2, 2), (4, 2, 3), (6, 3, 3), (6, 2, 4)])
+def test_subpixel_form_equals_conv_transpose3d(k, s, p):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 5, 7, 6, 5), torch.randn(5, 3, k, k, k), torch.randn(3)
+    ref = F.conv_transpose3d(x, w, b, stride=s, padding=p)
+    out = subpixel_conv_transpose3d(x, w, s, p, b)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind,n_phases", [("nphase", 3), ("gray", 0)])
+def test_fast_generator_equals_module_by_module_pass(kind, n_phases):
+    """Folded BatchNorm (eval) and the sub-pixel last layer compute the textbook network."""
+    torch.manual_seed(0)
+    cfg = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": kind, "n_phases": n_phases, "num_images": 1}
+    g = SliceGANTrainer.create(cfg, None, torch.device("cpu")).generator
+    with torch.no_grad():
+        for bn in g.norms:
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+    z = torch.randn(2, cfg["nz"], 3, 4, 5)
+    g.eval()
+    with torch.no_grad():
+        assert torch.allclose(g(z), g.forward_plain(z), atol=1e-5)
+    g.train()
+    a = g(z)
+    grad_a = torch.autograd.grad(a.square().sum(), list(g.parameters()))
+    b = g.forward_plain(z)
+    grad_b = torch.autograd.grad(b.square().sum(), list(g.parameters()))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert all((x - y).abs().max() <= 1e-4 * x.abs().max() for x, y in zip(grad_a, grad_b))
+
+
+def test_batched_critic_losses_equal_one_call_per_direction():
+    torch.manual_seed(0)
+    critic = Critic(2, [8, 16], [4, 4, 4], [2, 2, 2], [1, 1, 0])
+    reals = [torch.rand(6, 2, 16, 16) for _ in range(3)]
+    fakes = [torch.rand(10, 2, 16, 16) for _ in range(3)]
+    alpha = torch.rand(18)
+    batched = critic_losses(critic, reals, fakes, 10.0, alpha=alpha)
+    grads = torch.autograd.grad(batched["loss"].sum(), list(critic.parameters()))
+    separate = []
+    for d in range(3):
+        gp = gradient_penalty(critic, reals[d], fakes[d], alpha=alpha[6 * d:6 * d + 6])
+        separate.append(critic(fakes[d]).mean() - critic(reals[d]).mean() + 10.0 * gp)
+    separate = torch.stack(separate)
+    grads_sep = torch.autograd.grad(separate.sum(), list(critic.parameters()))
+    assert torch.allclose(batched["loss"], separate, atol=1e-5)
+    assert all((x - y).abs().max() <= 1e-4 * x.abs().max() for x, y in zip(grads, grads_sep))
+
+
+def test_generator_update_leaves_critic_gradients_alone():
+    cfg = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": "nphase", "n_phases": 2, "num_images": 1}
+    tr = SliceGANTrainer.create(cfg, [blobs(64)], torch.device("cpu"))
+    seen = []
+    step = tr.opt_d.step
+
+    def record(*a, **k):
+        seen.append([p.grad.clone() for p in tr.critics.parameters()])
+        return step(*a, **k)
+
+    tr.opt_d.step = record
+    tr.train_step(0)
+    after = [p.grad for p in tr.critics.parameters()]
+    assert all(torch.equal(x, y) for x, y in zip(seen[-1], after)), "no critic weight gradients in G step"
+    assert all(p.requires_grad for p in tr.critics.parameters())

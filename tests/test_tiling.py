@@ -110,20 +110,56 @@ def _run_with_checkpoint(tmp_path):
 def test_generate_tile_and_out_path(tmp_path):
     run = _run_with_checkpoint(tmp_path)
     shape = (24, 40, 72)
-    # the raw generator output (calibration of phase fractions applies to one-pass volumes only)
+    # the raw generator output (no phase-fraction calibration): tiles reproduce one pass exactly
     ref = generate.generate(run, shape=shape, seed=3, tile=0, calibrate=False).array
     seen = []
-    tiled = generate.generate(run, shape=shape, seed=3, tile=20, progress=seen.append)
-    assert tiled.fractions is None, "tiled volumes are not calibrated"
+    tiled = generate.generate(run, shape=shape, seed=3, tile=20, progress=seen.append, calibrate=False)
+    assert tiled.fractions is None
     assert np.array_equal(tiled.array, ref) and seen[-1] == 1.0
     # auto: a tiny budget forces tiles; same volume
-    auto = generate.generate(run, shape=shape, seed=3, memory_budget_bytes=2 * 2**20)
+    auto = generate.generate(run, shape=shape, seed=3, memory_budget_bytes=2 * 2**20, calibrate=False)
     assert np.array_equal(auto.array, ref)
-    res = generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.npy", tile=32)
+    res = generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.npy", tile=32, calibrate=False)
     assert np.array_equal(np.load(tmp_path / "o.npy"), ref) and np.array_equal(res.array, ref)
     generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.tif", calibrate=False)
     vol, meta = io.read_volume(tmp_path / "o.tif")
     assert np.array_equal(vol, ref) and meta["phase_values"] == [0, 255]
+
+
+def test_tiled_volume_is_calibrated_like_one_pass(tmp_path):
+    """Within the probe size, the probe is the whole volume: tiled calibrated == one pass."""
+    run = _run_with_checkpoint(tmp_path)
+    shape = (24, 40, 72)
+    one = generate.generate(run, shape=shape, seed=3, tile=0)
+    tiled = generate.generate(run, shape=shape, seed=3, tile=20, out_path=tmp_path / "t.npy")
+    assert one.fractions and tiled.fractions and tiled.fractions["probe"] == list(shape)
+    assert np.allclose(tiled.fractions["bias"], one.fractions["bias"], atol=1e-6)
+    assert np.mean(tiled.array != one.array) <= 1e-4
+    counted = np.bincount(np.load(tmp_path / "t.npy").ravel(), minlength=2) / np.prod(shape)
+    assert np.allclose(tiled.fractions["achieved"], counted)
+
+
+def test_volume_beyond_the_probe_meets_the_target(tmp_path, monkeypatch):
+    from matgen_core import fractions
+
+    run = _run_with_checkpoint(tmp_path)
+    shape = (48, 64, 64)
+    raw = generate.generate(run, shape=shape, seed=5, tile=32, calibrate=False).array
+    target = fractions.training_fractions(run)
+    raw_frac = np.bincount(raw.ravel(), minlength=2) / raw.size
+    monkeypatch.setattr(fractions, "PROBE_SIDE", 32)
+    res = generate.generate(run, shape=shape, seed=5, tile=32)
+    info = res.fractions
+    assert info["probe"] == [32, 32, 32]
+    achieved = np.bincount(res.array.ravel(), minlength=2) / res.array.size
+    assert np.allclose(info["achieved"], achieved)
+    assert np.abs(achieved - target).max() < 0.03, (achieved, target, raw_frac)
+    assert np.abs(achieved - target).max() < np.abs(raw_frac - target).max()
+    # asked-for fractions work tiled too (non-conditional run: +-15 pp of the training image)
+    want = target + np.array([0.08, -0.08])
+    steered = generate.generate(run, shape=shape, seed=5, tile=32, fractions=want).fractions
+    assert np.abs(np.asarray(steered["achieved"]) - want).max() < 0.03
+    assert steered["morphology"]["s2"] >= 0
 
 
 def test_cli_generate_tile_flag(tmp_path):
@@ -133,9 +169,15 @@ def test_cli_generate_tile_flag(tmp_path):
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "a.npy"), "--shape", "20,30,40",
                      "--tile", "0", "--raw"]) == 0
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "b.tif"), "--shape", "20,30,40",
-                     "--tile", "16"]) == 0
+                     "--tile", "16", "--raw"]) == 0
     a = np.load(tmp_path / "a.npy")
     b, meta = io.read_volume(tmp_path / "b.tif")
     assert a.shape == (20, 30, 40) and np.array_equal(a, b) and meta["phase_values"] == [0, 255]
-    assert cli.main(["generate", str(run), "--out", str(tmp_path / "c.tif"), "--size", "8",
+    # calibrated (the default), tiled or not
+    assert cli.main(["generate", str(run), "--out", str(tmp_path / "c.npy"), "--shape", "20,30,40",
+                     "--tile", "16"]) == 0
+    assert cli.main(["generate", str(run), "--out", str(tmp_path / "d.npy"), "--shape", "20,30,40"]) == 0
+    c, d = np.load(tmp_path / "c.npy"), np.load(tmp_path / "d.npy")
+    assert np.mean(c != d) <= 1e-4 and not np.array_equal(a, c)
+    assert cli.main(["generate", str(run), "--out", str(tmp_path / "e.tif"), "--size", "8",
                      "--tile", "-3"]) == 2
