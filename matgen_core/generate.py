@@ -112,9 +112,7 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
                     progress(1.0)
                 if out_path is not None:
                     _write(out_path, array, data)
-                return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
-                                 voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                                 model=config["model"], fractions=info)
+                return _result(array, config, info)
             calibration = _fractions.probe_calibration(trainer, run_dir, shape, seed, fractions,
                                                        periodic=periodic, morphology=not default_targets)
         # --- end phase-fraction control ---
@@ -147,9 +145,7 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
         if calibration is not None:
             counts = opts["counts"]
             calibration["achieved"] = [float(v) for v in counts / max(int(counts.sum()), 1)]
-            return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
-                             voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                             model=config["model"], fractions=calibration)
+            return _result(array, config, calibration)
         # --- end tiled / streamed generation ---
     else:
         if shape is not None:
@@ -158,9 +154,14 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
         array = np.stack([decode(im, kind) for im in trainer.sample_images(count or 16, seed=seed)])
         if out_path is not None:
             _write(out_path, array, data)
-    return Generated(array=array, kind=kind, phase_values=data.get("phase_values", []),
+    return _result(array, config)
+
+
+def _result(array, config: dict, fractions: dict | None = None) -> Generated:
+    data = config["data"]
+    return Generated(array=array, kind=data["kind"], phase_values=data.get("phase_values", []),
                      voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                     model=config["model"])
+                     model=config["model"], fractions=fractions)
 
 
 # --- writing generated data (used by generate(out_path=...)) ---
