@@ -95,8 +95,11 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
         shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
         from . import tiling
 
-        one_pass = not tile and (tile is not None or not tiling.choose_tile(
-            shape, trainer.config, memory_budget_bytes, device=trainer.device))
+        if tile is None:  # automatic: tiles only when one pass would not fit in memory
+            tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
+        if tile is not None and tile < 0:
+            raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
+        one_pass = not tile
         default_targets = fractions is None and calibrate and kind == "nphase"
         calibration = None  # tiled volumes: the bias fitted on a probe, and its report
         # --- phase-fraction control (fractions.py): calibrated on the volume itself, or on a probe ---
@@ -117,10 +120,6 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
                                                        periodic=periodic, morphology=not default_targets)
         # --- end phase-fraction control ---
         # --- tiled / streamed generation (tiling.py) ---
-        if tile is None:
-            tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
-        if tile is not None and tile < 0:
-            raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
         suffix = Path(out_path).suffix.lower() if out_path is not None else ""
         opts = dict(seed=seed, tile=tile or None, periodic=periodic, progress=progress)
         if calibration is not None:  # the probe's bias on every tile; count what is written

@@ -208,11 +208,6 @@ def _latent_len(n: int, layers) -> int:
 # -------------------------------------------------------------------------------------------
 # Generation
 # -------------------------------------------------------------------------------------------
-def full_latent(trainer, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> torch.Tensor:
-    """The latent ``trainer.sample`` would use (same seed, periodic copy, condition channels)."""
-    return trainer.latent(shape, seed, periodic, fractions)
-
-
 def _autocast(device: torch.device, precision: str):
     import contextlib
 
@@ -239,7 +234,7 @@ def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=
         precision = trainer.config.get("precision") or "fp32"
     layers = layers_of(trainer.config)
     shape = tuple(int(v) for v in shape)
-    z = full_latent(trainer, shape, seed, periodic, fractions)
+    z = trainer.latent(shape, seed, periodic, fractions)  # the latent ``sample`` uses
     lat = z.shape[2:]
     t = max(lat) if not tile else latent_tile_for(tile, layers)
     plans = [plan_axis(n, L, min(t, L), layers) for n, L in zip(shape, lat)]
@@ -356,4 +351,4 @@ def needs_bigtiff(shape, kind: str) -> bool:
 
 __all__ = ["exact_range", "plan_axis", "latent_tile_for", "interior", "estimate_peak_bytes",
            "available_memory_bytes", "choose_tile", "iter_slabs", "generate_array", "generate_into",
-           "generate_npy", "generate_bigtiff", "full_latent", "needs_bigtiff"]
+           "generate_npy", "generate_bigtiff", "needs_bigtiff"]

@@ -1,5 +1,4 @@
 """Generate & view: sample a volume (or images) from a trained run; 3D view and slices."""
-import inspect
 import time
 import uuid
 from pathlib import Path
@@ -76,8 +75,7 @@ def main() -> None:
                 _ui.error_box(err)
                 return
         bar = st.progress(0.0, text="Generating...")
-        if "progress" in inspect.signature(gen_mod.generate).parameters:
-            kwargs["progress"] = lambda f, *a: bar.progress(min(1.0, float(f)), text="Generating...")
+        kwargs["progress"] = lambda f, *a: bar.progress(min(1.0, float(f)), text="Generating...")
         t0 = time.perf_counter()
         try:
             with st.spinner("Generating..."):
@@ -249,7 +247,8 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.caption(f"Volume {' x '.join(map(str, shape))} (the size below). The expected spread is how "
                    f"much real samples of this size differ from each other; the generated volume "
-                   f"meets the target exactly (calibrated).")
+                   f"is calibrated to the target (exactly when made in one pass, to within a "
+                   f"128^3 probe's spread when it is too big and made in tiles).")
         c2.button("Reset to training", key="gen_frac_reset", on_click=reset,
                   icon=":material/restart_alt:")
 

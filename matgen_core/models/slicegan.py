@@ -151,7 +151,7 @@ def subpixel_conv_transpose3d(x: torch.Tensor, weight: torch.Tensor, stride: int
     b, _, nz, ny, nx = y.shape
     y = y.view(b, c_out, s, s, s, nz, ny, nx).permute(0, 1, 5, 2, 6, 3, 7, 4)
     y = y.reshape(b, c_out, s * nz, s * ny, s * nx)
-    out = [(n - 1) * s - 2 * int(padding) + k for n in x.shape[2:]]
+    out = [output_size(n, [k], [s], [int(padding)]) for n in x.shape[2:]]
     y = y[:, :, crop:crop + out[0], crop:crop + out[1], crop:crop + out[2]]
     return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
 
@@ -301,10 +301,12 @@ def critic_losses(critic: nn.Module, reals: list[torch.Tensor], fakes: list[torc
     ``penalty``; the same values as separate calls per direction and kind.
     """
     k = len(reals)
-    real, fake = torch.cat(reals), torch.cat(fakes)
-    scores = critic(torch.cat([real, fake]))
-    d_real = scores[:len(real)].view(k, -1).mean(1)
-    d_fake = scores[len(real):].view(k, -1).mean(1)
+    batch = torch.cat(reals + fakes)  # one copy; real and fake are views of it
+    n_real = sum(len(r) for r in reals)
+    real, fake = batch[:n_real], batch[n_real:]
+    scores = critic(batch)
+    d_real = scores[:n_real].view(k, -1).mean(1)
+    d_fake = scores[n_real:].view(k, -1).mean(1)
     penalty = gradient_penalty(critic, real, fake, groups=k, alpha=alpha).view(k)
     return {"loss": d_fake - d_real + gp_lambda * penalty, "d_real": d_real, "d_fake": d_fake,
             "penalty": penalty}
