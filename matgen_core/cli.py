@@ -114,6 +114,9 @@ def cmd_generate(args) -> int:
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,
                                fractions=args.fractions, calibrate=not args.raw)
     print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
+    if result.kind == "nphase" and not result.fractions and not args.raw and not args.count:
+        print("note: generated in tiles, so the phase fractions are the generator's own "
+              "(default calibration needs one pass; --fractions F0,F1,... fits it on a 128^3 probe)")
     if result.fractions:  # phase-fraction control report
         f = result.fractions
         probe = ""  # tiled beyond the probe: the generator alone was measured on the probe

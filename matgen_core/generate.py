@@ -72,8 +72,8 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
     a tiled volume gets the bias fitted on its first ``fractions.PROBE_SIDE``^3 corner
     (``fractions.probe_calibration``), so it meets the targets to within the corner's
     statistical fluctuation; the report gives the whole volume's achieved fractions.
-    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume is calibrated to the
-    training image's phase fractions (the same logit bias; the report says how far the generator
+    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume made in one pass is
+    calibrated to the training image's phase fractions (the same logit bias; the report says how far the generator
     alone was). False gives the generator's raw argmax (identical tiled or in one pass).
     """
     run_dir = Path(run_dir)
@@ -100,7 +100,9 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
         if tile is not None and tile < 0:
             raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
         one_pass = not tile
-        default_targets = fractions is None and calibrate and kind == "nphase"
+        # default calibration in one pass only: fitted on a probe, a tiled volume can miss the
+        # target by the probe's own fluctuation (3 pp measured at 320^3), worse than raw
+        default_targets = fractions is None and calibrate and kind == "nphase" and one_pass
         calibration = None  # tiled volumes: the bias fitted on a probe, and its report
         # --- phase-fraction control (fractions.py): calibrated on the volume itself, or on a probe ---
         if fractions is not None or default_targets:

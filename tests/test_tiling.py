@@ -130,8 +130,14 @@ def test_tiled_volume_is_calibrated_like_one_pass(tmp_path):
     """Within the probe size, the probe is the whole volume: tiled calibrated == one pass."""
     run = _run_with_checkpoint(tmp_path)
     shape = (24, 40, 72)
-    one = generate.generate(run, shape=shape, seed=3, tile=0)
-    tiled = generate.generate(run, shape=shape, seed=3, tile=20, out_path=tmp_path / "t.npy")
+    from matgen_core import fractions
+
+    target = fractions.training_fractions(run)
+    one = generate.generate(run, shape=shape, seed=3, tile=0, fractions=target)
+    tiled = generate.generate(run, shape=shape, seed=3, tile=20, out_path=tmp_path / "t.npy",
+                              fractions=target)
+    assert generate.generate(run, shape=shape, seed=3, tile=20).fractions is None, \
+        "default calibration is for one pass only"
     assert one.fractions and tiled.fractions and tiled.fractions["probe"] == list(shape)
     assert np.allclose(tiled.fractions["bias"], one.fractions["bias"], atol=1e-6)
     assert np.mean(tiled.array != one.array) <= 1e-4
@@ -148,7 +154,7 @@ def test_volume_beyond_the_probe_meets_the_target(tmp_path, monkeypatch):
     target = fractions.training_fractions(run)
     raw_frac = np.bincount(raw.ravel(), minlength=2) / raw.size
     monkeypatch.setattr(fractions, "PROBE_SIDE", 32)
-    res = generate.generate(run, shape=shape, seed=5, tile=32)
+    res = generate.generate(run, shape=shape, seed=5, tile=32, fractions=target)
     info = res.fractions
     assert info["probe"] == [32, 32, 32]
     achieved = np.bincount(res.array.ravel(), minlength=2) / res.array.size
@@ -173,10 +179,14 @@ def test_cli_generate_tile_flag(tmp_path):
     a = np.load(tmp_path / "a.npy")
     b, meta = io.read_volume(tmp_path / "b.tif")
     assert a.shape == (20, 30, 40) and np.array_equal(a, b) and meta["phase_values"] == [0, 255]
-    # calibrated (the default), tiled or not
+    # calibrated with --fractions, tiled or in one pass
+    from matgen_core import fractions
+
+    target = ",".join(f"{v:.6f}" for v in fractions.training_fractions(run))
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "c.npy"), "--shape", "20,30,40",
-                     "--tile", "16"]) == 0
-    assert cli.main(["generate", str(run), "--out", str(tmp_path / "d.npy"), "--shape", "20,30,40"]) == 0
+                     "--tile", "16", "--fractions", target]) == 0
+    assert cli.main(["generate", str(run), "--out", str(tmp_path / "d.npy"), "--shape", "20,30,40",
+                     "--fractions", target]) == 0
     c, d = np.load(tmp_path / "c.npy"), np.load(tmp_path / "d.npy")
     assert np.mean(c != d) <= 1e-4 and not np.array_equal(a, c)
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "e.tif"), "--size", "8",
