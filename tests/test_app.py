@@ -129,12 +129,16 @@ def loss_points(at: AppTest) -> int:
     return max(len(t.get("x", [])) for t in spec["data"]) if spec["data"] else 0
 
 
+STEPS = 60
+
+
 def test_train_generate_analyze_export(home, monkeypatch):
     at = new_app()
     at.switch_page("pages/train.py").run()
     check(at)
     at.text_area(key="new_extra").set_value(json.dumps(TINY))
-    at.number_input(key="new_steps_slicegan_quick").set_value(12)
+    # enough steps that the tiny run cannot finish between two polls (the chart must be seen growing)
+    at.number_input(key="new_steps_slicegan_quick").set_value(STEPS)
     at.button(key="start_btn").click().run()
     check(at)
     run_dir = Path(at.session_state["run_dir"])
@@ -149,8 +153,8 @@ def test_train_generate_analyze_export(home, monkeypatch):
         bar = at.get("progress")
         if bar and bar[0].proto.text.startswith("Finished"):
             break
-    assert bar[0].proto.text.startswith("Finished: step 12 / 12"), bar[0].proto.text
-    assert seen[-1] == 12 and len(set(seen)) >= 2, f"loss chart did not update live: {seen}"
+    assert bar[0].proto.text.startswith(f"Finished: step {STEPS} / {STEPS}"), bar[0].proto.text
+    assert seen[-1] == STEPS and len(set(seen)) >= 2, f"loss chart did not update live: {seen}"
     assert "Stop" not in [b.label for b in at.button]
     assert any(b.label == "Resume" for b in at.button)
     # a new session (e.g. after a reload) lists the run and shows its curve from losses.jsonl
@@ -160,7 +164,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     assert run_dir.name in at2.dataframe[0].value["run"].tolist()
     at2.selectbox(key="open_run").set_value(run_dir.name).run()
     check(at2)
-    assert loss_points(at2) == 12
+    assert loss_points(at2) == STEPS
 
     # Generate a small volume with the 3D view
     at.switch_page("pages/generate.py").run()
