@@ -1,0 +1,102 @@
+"""Transport: tortuosity factor and relative effective diffusivity of one phase (taufactor)."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..errors import MatgenInputError
+from ._common import MetricCancelled, _check_phase, _prepare
+from .connectivity import _percolating_fraction
+
+
+def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = None,
+               should_stop: Callable[[], bool] | None = None, device="cpu",
+               max_iter: int = 10000, conv_crit: float = 1e-2, chunk: int = 100,
+               n_phases: int | None = None) -> dict:
+    """Tortuosity factor of one phase for flux along ``axis``, via taufactor's SOR solver.
+
+    The phase is the conducting phase (all others insulating); Dirichlet boundaries on the two
+    faces perpendicular to ``axis``, no-flux on the others.
+
+    Args:
+        phase, axis: conducting phase and flux direction.
+        progress: optional ``progress(fraction, iteration)`` callback, called after every chunk of
+            iterations with ``fraction`` in 0..1 (an estimate from the convergence error, never
+            decreasing, 1.0 at the end) and the iteration count.
+        should_stop: optional ``should_stop() -> bool``; checked before every chunk. When it
+            returns True, :class:`MetricCancelled` is raised (nothing is returned).
+        device: torch device for the solver ("cpu", "cuda", ...).
+        max_iter: iteration budget; when reached, the result has ``converged=False``.
+        conv_crit: taufactor's convergence criterion (relative spread of the layer fluxes).
+        chunk: iterations between progress/cancel checks (a multiple of 100, taufactor's
+            convergence-check cadence).
+
+    Returns:
+        dict ``{"tau": float, "D_eff": float, "converged": bool, "iterations": int,
+        "phase_fraction": float, "percolating_fraction": float, "axis": int}``.
+        ``D_eff`` is the relative effective diffusivity ``phase_fraction / tau`` (D_eff/D_0).
+        A phase that does not connect the two faces gets ``tau = inf``, ``D_eff = 0`` without
+        running the solver.
+    """
+    a, n = _prepare(labels, n_phases)
+    p = _check_phase(phase, n)
+    ax = int(axis)
+    if not -a.ndim <= ax < a.ndim:
+        raise MatgenInputError(f"axis={axis} is out of range for a {a.ndim}D image; use 0..{a.ndim - 1}.")
+    ax %= a.ndim
+    chunk = max(100, int(chunk) // 100 * 100)
+    mask = np.ascontiguousarray(np.moveaxis(a == p, ax, 0)).astype(np.uint8)
+    vf = float(mask.mean())
+    perc = float(_percolating_fraction(mask.astype(bool), [0])[0])
+    result = {"tau": math.inf, "D_eff": 0.0, "converged": True, "iterations": 0,
+              "phase_fraction": vf, "percolating_fraction": perc, "axis": ax}
+    if should_stop is not None and should_stop():
+        raise MetricCancelled("tortuosity cancelled")
+    if perc == 0.0:
+        if progress is not None:
+            progress(1.0, 0)
+        return result
+    if vf == 1.0:
+        result.update(tau=1.0, D_eff=1.0)
+        if progress is not None:
+            progress(1.0, 0)
+        return result
+
+    import taufactor
+
+    class _QuietSolver(taufactor.Solver):
+        def _end_simulation(self, iterations, verbose, start):   # no prints between chunks
+            pass
+
+    solver = _QuietSolver(mask, device=device)
+    err0 = None
+    shown = 0.0
+    while not solver.converged and solver.iter < max_iter:
+        if should_stop is not None and should_stop():
+            raise MetricCancelled("tortuosity cancelled")
+        solver.solve(iter_limit=min(solver.iter + chunk, max_iter), verbose=False, conv_crit=conv_crit)
+        if progress is not None and not solver.converged:
+            frac = solver.iter / max_iter
+            try:
+                err = float(np.max(np.abs(solver.compute_metrics()[1])))
+                if err0 is None:
+                    err0 = max(err, conv_crit * 1.0001)
+                if err > 0 and err0 > conv_crit:
+                    frac = max(frac, math.log(err0 / max(err, conv_crit)) / math.log(err0 / conv_crit))
+            except Exception:   # progress estimate only
+                pass
+            shown = max(shown, min(0.99, frac))
+            progress(shown, int(solver.iter))
+    tau_v = float(np.asarray(solver.tau).ravel()[0]) if solver.tau is not None else math.nan
+    d_eff = float(np.asarray(solver.D_eff).ravel()[0]) if solver.D_eff is not None else math.nan
+    if not math.isfinite(tau_v) or tau_v <= 0:
+        tau_v, d_eff = math.inf, 0.0
+    result.update(tau=tau_v, D_eff=d_eff, converged=bool(solver.converged), iterations=int(solver.iter))
+    if progress is not None:
+        progress(1.0, int(solver.iter))
+    return result
+
+
+_tortuosity = tortuosity     # summarize() has a parameter with the same name
