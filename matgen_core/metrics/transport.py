@@ -1,6 +1,8 @@
 """Transport: tortuosity factor and relative effective diffusivity of one phase (taufactor)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from typing import Callable
 
@@ -18,7 +20,9 @@ def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = No
     """Tortuosity factor of one phase for flux along ``axis``, via taufactor's SOR solver.
 
     The phase is the conducting phase (all others insulating); Dirichlet boundaries on the two
-    faces perpendicular to ``axis``, no-flux on the others.
+    faces perpendicular to ``axis``, no-flux on the others. taufactor is an optional dependency
+    (``pip install 'matgen-studio[tortuosity]'``, included in the app extra); without it a
+    percolating phase raises :class:`~matgen_core.errors.MatgenInputError` saying so.
 
     Args:
         phase, axis: conducting phase and flux direction.
@@ -64,29 +68,26 @@ def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = No
             progress(1.0, 0)
         return result
 
-    import taufactor
-
-    class _QuietSolver(taufactor.Solver):
-        def _end_simulation(self, iterations, verbose, start):   # no prints between chunks
-            pass
-
-    solver = _QuietSolver(mask, device=device)
+    solver = _new_solver(mask, device)
     err0 = None
     shown = 0.0
     while not solver.converged and solver.iter < max_iter:
         if should_stop is not None and should_stop():
             raise MetricCancelled("tortuosity cancelled")
-        solver.solve(iter_limit=min(solver.iter + chunk, max_iter), verbose=False, conv_crit=conv_crit)
+        # public API only: solve() resumes from solver.iter up to iter_limit. It prints a "not
+        # converged" line after every unconverged chunk, which we swallow (redirect_stdout swaps
+        # sys.stdout process-wide for the chunk; other threads' prints in that window are lost)
+        with contextlib.redirect_stdout(io.StringIO()):
+            solver.solve(iter_limit=min(solver.iter + chunk, max_iter), verbose=False,
+                         conv_crit=conv_crit)
         if progress is not None and not solver.converged:
             frac = solver.iter / max_iter
-            try:
-                err = float(np.max(np.abs(solver.compute_metrics()[1])))
+            err = _flux_spread(solver)
+            if err is not None:
                 if err0 is None:
                     err0 = max(err, conv_crit * 1.0001)
                 if err > 0 and err0 > conv_crit:
                     frac = max(frac, math.log(err0 / max(err, conv_crit)) / math.log(err0 / conv_crit))
-            except Exception:   # progress estimate only
-                pass
             shown = max(shown, min(0.99, frac))
             progress(shown, int(solver.iter))
     tau_v = float(np.asarray(solver.tau).ravel()[0]) if solver.tau is not None else math.nan
@@ -99,4 +100,22 @@ def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = No
     return result
 
 
-_tortuosity = tortuosity     # summarize() has a parameter with the same name
+def _new_solver(mask: np.ndarray, device):
+    """taufactor's two-phase SOR solver for ``mask`` (1 = conducting), flux along axis 0."""
+    try:
+        import taufactor
+    except ImportError:
+        raise MatgenInputError(
+            "Tortuosity needs the optional package taufactor, which is not installed; install it "
+            "with: pip install 'matgen-studio[tortuosity]' (from a checkout: pip install -e "
+            "'.[tortuosity]').") from None
+    return taufactor.Solver(mask, device=device)
+
+
+def _flux_spread(solver) -> float | None:
+    """The solver's convergence error (relative spread of the layer fluxes), for the progress
+    estimate only; None when this taufactor version does not expose it."""
+    try:
+        return float(np.max(np.abs(solver.compute_metrics()[1])))
+    except Exception:   # progress estimate only: never fail the measurement for it
+        return None

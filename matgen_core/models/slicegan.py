@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..data import CropSampler, decode, encode, n_channels
 from ..errors import MatgenInputError
-from ..render import to_display
+from ..preview import to_display
 
 # ---------------------------------------------------------------------------------------------
 # Presets: every key can be overridden. "paper" is the published (v1.1) architecture and
