@@ -280,11 +280,16 @@ def _to_micrograph(array: np.ndarray, colour: bool, max_phases: int, meta: dict,
             f"{name} has only one phase (every pixel is {_phase_value(values[0], colour)}); a micrograph "
             f"needs at least 2 phases, so check that this is the right file and that it is not blank."
         )
-    labels = np.searchsorted(values, keys).astype(np.uint8)
-    phase_values = [_phase_value(v, colour) for v in values]
     table = meta["phase_values"]
-    if table and len(table) == n and phase_values == list(range(n)):
-        phase_values = table  # labels written by write_tiff: restore the original values
+    if not colour and table and len(table) >= 2 and values.dtype.kind in "iu" and int(values.max()) < len(table):
+        # labels written by write_tiff with its phase table: keep them as written (label i is
+        # phase i, phase_values[i] its original value) even when a phase is absent from the image
+        n = len(table)
+        labels = array.astype(np.uint8)
+        phase_values = list(table)
+    else:
+        labels = np.searchsorted(values, keys).astype(np.uint8)
+        phase_values = [_phase_value(v, colour) for v in values]
     image = labels.astype(np.float32) / (n - 1)
     return Micrograph(labels=labels, image=image, kind="nphase", phase_values=phase_values, **common)
 

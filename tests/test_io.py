@@ -323,6 +323,30 @@ def test_write_tiff_metadata_round_trip(tmp_path):
     assert m.phase_values == [0, 85, 170] and np.array_equal(m.labels, vol) and m.voxel_size == 1.5
 
 
+def test_phase_table_keeps_labels_when_a_phase_is_absent(tmp_path, monkeypatch):
+    # a generated volume where phase 1 of 3 never occurs: labels {0, 2} must stay {0, 2}
+    vol = three_phase((6, 20, 30))
+    vol[vol == 1] = 2
+    table = [0, 128, 255]
+    for big in (False, True):   # ImageJ record and (over the BigTIFF threshold) JSON record
+        if big:
+            monkeypatch.setattr(mio, "_BIGTIFF_BYTES", 100)
+        write_tiff(tmp_path / f"v{big}.tif", vol, phase_values=table)
+        m = read_micrograph(tmp_path / f"v{big}.tif")
+        assert m.kind == "nphase" and m.n_phases == 3 and m.phase_values == table
+        assert np.array_equal(m.labels, vol) and set(np.unique(m.labels)) == {0, 2}
+    # the metrics comparison then puts the generated phase 2 against the reference phase 2
+    from matgen_core import metrics
+    ref = three_phase((40, 50))
+    result = metrics.compare(ref, m.labels)
+    rows = {(r["metric"], r["phase"]): r for r in result["rows"]}
+    assert rows[("phase_fraction", 1)]["generated"] == 0.0
+    assert rows[("phase_fraction", 2)]["generated"] == pytest.approx(np.mean(vol == 2))
+    # without a phase table the distinct values are still mapped to 0..k-1 (other software's files)
+    tifffile.imwrite(tmp_path / "plain.tif", vol * 100)
+    assert set(np.unique(read_micrograph(tmp_path / "plain.tif").labels)) == {0, 1}
+
+
 def test_write_tiff_2d_rgb_stack_and_float(tmp_path):
     write_tiff(tmp_path / "a.tif", three_phase())
     arr, meta = read_volume(tmp_path / "a.tif")
