@@ -139,12 +139,27 @@ def average_gradients(params) -> None:
 
 
 def optimizers_of(trainer) -> list[torch.optim.Optimizer]:
-    """The trainer's optimisers (its attributes that are torch optimisers), in a fixed order."""
-    return [v for _, v in sorted(vars(trainer).items()) if isinstance(v, torch.optim.Optimizer)]
+    """The trainer's optimisers, from ``trainer.optimizers()`` (protocol.Trainer), in its order."""
+    return list(_named(trainer, "optimizers", torch.optim.Optimizer).values())
 
 
 def modules_of(trainer) -> list[torch.nn.Module]:
-    return [v for _, v in sorted(vars(trainer).items()) if isinstance(v, torch.nn.Module)]
+    """The trainer's networks, from ``trainer.modules()`` (protocol.Trainer), in its order."""
+    return list(_named(trainer, "modules", torch.nn.Module).values())
+
+
+def _named(trainer, method: str, kind: type) -> dict:
+    get = getattr(trainer, method, None)
+    if not callable(get):
+        raise TypeError(f"{type(trainer).__name__} has no {method}() method; a Trainer must list its "
+                        f"{'networks' if method == 'modules' else 'optimisers'} by name for "
+                        "data-parallel training (see matgen_core/protocol.py).")
+    named = dict(get())
+    wrong = [name for name, v in named.items() if not isinstance(v, kind)]
+    if wrong:
+        raise TypeError(f"{type(trainer).__name__}.{method}() returned non-{kind.__name__} entries: "
+                        f"{', '.join(wrong)}.")
+    return named
 
 
 def make_data_parallel(trainer) -> None:

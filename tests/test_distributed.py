@@ -112,3 +112,65 @@ def test_gradients_are_averaged_and_ranks_stay_in_step(tmp_path):
     # same weights after 2 WGAN-GP steps (gradient penalty included) on different data
     assert np.isclose(r0["params"], r1["params"], rtol=0, atol=1e-4)
     assert np.isclose(r0["norm"], r1["norm"], rtol=1e-6)
+
+
+# --- the Trainer protocol (protocol.py): networks and optimisers listed explicitly ---------------
+
+TINY_2D = {
+    "dcgan": dict(img_size=32, ngf=8, ndf=8, batch_size=16),
+    "vae": dict(img_size=32, channels=[8, 16, 32, 64, 64], batch_size=16),
+    "vaegan": dict(img_size=32, channels=[8, 16, 32, 64, 64], ndf=8, batch_size=16),
+}
+
+
+def _tiny_trainer(model, **over):
+    from matgen_core.models import presets, trainer_class
+
+    tiny = TINY_SLICEGAN if model == "slicegan" else TINY_2D[model]
+    cfg = {**presets(model)["quick"], **tiny, "kind": "nphase", "n_phases": 2, "num_images": 1, **over}
+    return trainer_class(model).create(cfg, [blobs(64)], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("model", ["slicegan", "dcgan", "vae", "vaegan"])
+def test_every_trainer_follows_the_protocol_and_lists_all_its_networks(model):
+    from matgen_core.protocol import ImageTrainer, Trainer, VolumeTrainer
+
+    tr = _tiny_trainer(model)
+    assert isinstance(tr, Trainer)
+    assert isinstance(tr, VolumeTrainer) == (model == "slicegan")
+    assert isinstance(tr, ImageTrainer) == (model != "slicegan")
+    # nothing is missed: every network / optimiser the trainer holds is listed (by object)
+    held_modules = {id(v) for v in vars(tr).values() if isinstance(v, torch.nn.Module)}
+    held_opts = {id(v) for v in vars(tr).values() if isinstance(v, torch.optim.Optimizer)}
+    assert {id(m) for m in tr.modules().values()} == held_modules and held_modules
+    assert {id(o) for o in tr.optimizers().values()} == held_opts and held_opts
+    assert [id(m) for m in distributed.modules_of(tr)] == [id(m) for m in tr.modules().values()]
+    assert [id(o) for o in distributed.optimizers_of(tr)] == [id(o) for o in tr.optimizers().values()]
+    # every trainable parameter is stepped by one of the listed optimisers
+    stepped = {id(p) for o in tr.optimizers().values() for g in o.param_groups for p in g["params"]}
+    trainable = {id(p) for m in tr.modules().values() for p in m.parameters() if p.requires_grad}
+    ema = tr.modules().get("generator_ema")
+    if ema is not None:   # the weight average is updated by hand, not by an optimiser
+        trainable -= {id(p) for p in ema.parameters()}
+    assert trainable <= stepped
+
+
+def test_slicegan_with_weight_average_lists_it():
+    tr = _tiny_trainer("slicegan", ema_decay=0.9)
+    assert set(tr.modules()) == {"generator", "critics", "generator_ema"}
+
+
+def test_a_trainer_without_modules_gets_a_clear_error():
+    class Bare:
+        def __init__(self):
+            self.net = torch.nn.Linear(2, 2)
+
+    with pytest.raises(TypeError, match=r"no modules\(\) method.*protocol.py"):
+        distributed.modules_of(Bare())
+
+    class Wrong:
+        def optimizers(self):
+            return {"opt": torch.nn.Linear(2, 2)}
+
+    with pytest.raises(TypeError, match="non-Optimizer entries: opt"):
+        distributed.optimizers_of(Wrong())

@@ -251,6 +251,13 @@ class DCGANTrainer:
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
 
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks (protocol.Trainer): kept in step across data-parallel ranks."""
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
     # -- sampling -----------------------------------------------------------------------------
     @torch.inference_mode()
     def sample_images(self, count: int, seed: int = 0, batch: int = 64) -> np.ndarray:

@@ -652,6 +652,16 @@ class SliceGANTrainer:
         gap = np.full((n, 2) + tiles[0].shape[2:], 255, np.uint8)
         return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
+    # -- protocol.Trainer: the networks and optimisers, named (distributed.py uses them) --------
+    def modules(self) -> dict[str, nn.Module]:
+        nets = {"generator": self.generator, "critics": self.critics}
+        if self.generator_ema is not None:
+            nets["generator_ema"] = self.generator_ema
+        return nets
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

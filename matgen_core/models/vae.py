@@ -190,6 +190,13 @@ class VAETrainer:
         if "opt" in state:
             self.opt.load_state_dict(state["opt"])
 
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks (protocol.Trainer): kept in step across data-parallel ranks."""
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
+
     # -- sampling -----------------------------------------------------------------------------
     def _decode_batches(self, z: torch.Tensor, batch: int = 64) -> np.ndarray:
         out = [activate(self.decoder(z[i:i + batch].to(self.device)), self.kind).float().cpu()
@@ -318,6 +325,12 @@ class VAEGANTrainer(VAETrainer):
             self.opt_enc.load_state_dict(state["opt_enc"])
             self.opt_dec.load_state_dict(state["opt_dec"])
             self.opt_d.load_state_dict(state["opt_d"])
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {**super().modules(), "discriminator": self.discriminator}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_enc": self.opt_enc, "opt_dec": self.opt_dec, "opt_d": self.opt_d}
 
 
 __all__ = ["PRESETS_VAE", "PRESETS_VAEGAN", "Encoder", "Decoder", "VAETrainer", "VAEGANTrainer",
