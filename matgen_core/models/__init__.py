@@ -1,9 +1,14 @@
-"""Model registry: name -> Trainer class (see docs/architecture.md for the Trainer protocol)."""
+"""Model registry: name -> Trainer class. Every class follows ``matgen_core.protocol.Trainer``
+(3D models ``VolumeTrainer``, 2D models ``ImageTrainer``); docs/architecture.md has the overview."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import MatgenInputError
+
+if TYPE_CHECKING:  # the registry itself imports no torch
+    from ..protocol import Trainer
 
 # name -> (module, Trainer class name). Imported lazily so one model's import cost is paid alone.
 _REGISTRY = {
@@ -23,8 +28,8 @@ def _module(name: str):
     return importlib.import_module(f".{_REGISTRY[name][0]}", __name__)
 
 
-def trainer_class(name: str):
-    """The Trainer class for model ``name``."""
+def trainer_class(name: str) -> type[Trainer]:
+    """The Trainer class for model ``name`` (a :class:`~matgen_core.protocol.Trainer`)."""
     return getattr(_module(name), _REGISTRY[name][1])
 
 
