@@ -116,15 +116,9 @@ def test_gradients_are_averaged_and_ranks_stay_in_step(tmp_path):
 
 # --- the Trainer protocol (protocol.py): networks and optimisers listed explicitly ---------------
 
-TINY_2D = {
-    "dcgan": dict(img_size=32, ngf=8, ndf=8, batch_size=16),
-    "vae": dict(img_size=32, channels=[8, 16, 32, 64, 64], batch_size=16),
-    "vaegan": dict(img_size=32, channels=[8, 16, 32, 64, 64], ndf=8, batch_size=16),
-}
-
-
 def _tiny_trainer(model, **over):
     from matgen_core.models import presets, trainer_class
+    from test_models2d import TINY as TINY_2D
 
     tiny = TINY_SLICEGAN if model == "slicegan" else TINY_2D[model]
     cfg = {**presets(model)["quick"], **tiny, "kind": "nphase", "n_phases": 2, "num_images": 1, **over}
