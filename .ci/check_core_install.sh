@@ -12,11 +12,15 @@ trap 'rm -rf "$tmp"' EXIT
 unset PYTHONPATH                       # import what the venv installed, nothing from outside
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+lap() { echo "  $1: $((SECONDS - t)) s"; t=$SECONDS; }
+t=$SECONDS
 python3 -m venv "$tmp/venv"
 py="$tmp/venv/bin/python"
+lap "fresh venv"
 "$py" -m pip install -q torch==2.13.0      # the CPU wheel first (an unpinned torch pulls CUDA)
+lap "torch==2.13.0"
 "$py" -m pip install -q -e "$repo"
-echo "core install: $((SECONDS - start)) s"
+lap "pip install -e . (numpy, scipy, scikit-image, tifffile, pillow)"
 
 # nothing of the app stack came with it
 installed=$("$py" -m pip list --format=freeze)
@@ -33,11 +37,13 @@ sets=()
 while IFS= read -r kv; do sets+=(--set "$kv"); done < <("$py" -c "
 import json, sys
 for k, v in json.loads(sys.argv[1]).items(): print(f'{k}={json.dumps(v, separators=(\",\", \":\"))}')" "$tiny")
+t=$SECONDS
 OMP_NUM_THREADS=1 "$matgen" train slicegan "$repo/assets/example_electrode.png" --out run --steps 2 \
   --device cpu --quiet "${sets[@]}"
 OMP_NUM_THREADS=1 "$matgen" generate run --out vol.tif --size 32 --seed 1 --device cpu
 OMP_NUM_THREADS=1 "$matgen" metrics vol.tif --reference "$repo/assets/example_electrode.png" > metrics.txt
 grep -q "phase_fraction" metrics.txt || { echo "FAIL: matgen metrics printed no comparison"; cat metrics.txt; exit 1; }
+lap "matgen train (2 tiny steps) + generate 32^3 + metrics"
 
 # and importing the core in that venv loads no UI / rendering library
 "$py" - <<'PY'
