@@ -479,11 +479,13 @@ def damaged_info(run_dir, problem: str) -> RunInfo:
                    status="damaged", created=created, kind="?", n_phases=0, problem=problem)
 
 
-def list_runs(home=None) -> list[RunInfo]:
+def list_runs(home=None, damaged: bool = False) -> list[RunInfo]:
     """Every run under ``home`` (default :func:`matgen_home`), newest first.
 
-    A run folder whose config.json or progress.json cannot be read is listed with status
-    "damaged" and the reason in ``problem``; it never stops the others from being listed.
+    A run whose progress.json cannot be read has status "damaged" and the reason in ``problem``.
+    A folder whose config.json cannot be read is left out, or, with ``damaged=True`` (the Train
+    page's table), listed as "damaged" with model "?" and the reason. One bad folder never stops
+    the others from being listed.
     """
     home = Path(home) if home is not None else matgen_home()
     if not home.is_dir():
@@ -493,7 +495,9 @@ def list_runs(home=None) -> list[RunInfo]:
         try:
             infos.append(run_info(cfg.parent))
         except MatgenInputError as err:
-            infos.append(damaged_info(cfg.parent, str(err)))
+            if damaged:
+                infos.append(damaged_info(cfg.parent, str(err)))
         except Exception as err:  # anything else odd in one folder: list it, keep the others
-            infos.append(damaged_info(cfg.parent, f"cannot be read ({_short(err)})"))
+            if damaged:
+                infos.append(damaged_info(cfg.parent, f"cannot be read ({_short(err)})"))
     return sorted(infos, key=lambda r: r.created, reverse=True)
