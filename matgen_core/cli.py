@@ -166,6 +166,9 @@ def cmd_train(args) -> int:
         if not (out / "config.json").exists():
             raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to start "
                                    f"a new one.")
+        from . import runs
+
+        runs.load_config(out)  # a damaged config.json: say so before torch loads
     elif lead:
         if (out / "config.json").exists():
             raise MatgenInputError(f"{out} already holds a run; add --resume to continue it, or "
@@ -230,6 +233,21 @@ def _check_generate_args(args) -> tuple:
     return tuple(ax in periodic for ax in "zyx")
 
 
+def _parse_shape(args):
+    """(Z, Y, X) from --size / --shape, checked (the same rules as generate.parse_shape)."""
+    if args.shape is None:
+        return (args.size,) * 3 if args.size is not None else None
+    try:
+        shape = tuple(int(v) for v in args.shape.replace("x", ",").split(","))
+    except ValueError:
+        raise MatgenInputError(f"--shape must be three integers like 64,128,128, got '{args.shape}'.") from None
+    if len(shape) != 3:
+        raise MatgenInputError(f"--shape needs three sizes Z,Y,X, got {len(shape)}.")
+    if min(shape) < 1:
+        raise MatgenInputError(f"--shape sizes must be positive, got {args.shape}.")
+    return shape
+
+
 def _check_output_path(out: Path) -> None:
     """The output file must be creatable: not a folder, in a folder we can write to."""
     import os
@@ -274,15 +292,18 @@ def _check_output_size(args, out: Path, shape) -> None:
 
 
 def cmd_generate(args) -> int:
-    from . import generate
-
     out = Path(args.out)
     if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".vti"):
         raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
     periodic = _check_generate_args(args)
     _check_output_path(out)
-    shape = generate.parse_shape(size=args.size, shape=args.shape)
+    from . import runs
+
+    runs.load_config(args.run)  # not a run, or a damaged config.json: say so before torch loads
+    shape = _parse_shape(args)
     _check_output_size(args, out, shape)
+    from . import generate
+
     # generate() writes --out itself: large volumes are streamed there tile by tile (tiling.py)
     result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,

@@ -108,7 +108,7 @@ def check_output_fits(out_path, n_bytes: int, in_memory_bytes: int = 0, what: st
     if free is not None and n_bytes > free:
         raise MatgenInputError(
             f"{what} would take about {format_bytes(n_bytes)} on disk but only {format_bytes(free)} "
-            f"is free where {Path(out_path).name} goes; make it smaller (--size / --shape / "
+            f"is free where {out_path} goes; make it smaller (--size / --shape / "
             f"--count) or write it to a bigger disk.")
     if in_memory_bytes:
         room = free_memory_bytes()

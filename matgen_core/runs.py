@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import DiskFullError, MatgenInputError, is_disk_full, os_error_message
 from .io import Micrograph
@@ -130,6 +129,8 @@ def save_checkpoint(run_dir: Path, payload: dict) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".latest.", suffix=".tmp")
+        import torch  # lazy: reading configs and listing runs needs no torch
+
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -193,6 +194,8 @@ def load_checkpoint(run_dir, device="cpu") -> dict | None:
     path = latest_checkpoint(run_dir)
     if path is None:
         return None
+    import torch
+
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # corrupt or foreign file
