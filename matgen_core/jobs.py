@@ -183,16 +183,16 @@ class JobManager:
                                    f"before training it.")
         from . import runlock
 
-        if runlock.is_locked(run_dir) and self.get(run_dir) is None:
-            raise MatgenInputError(f"Run '{run_dir.name}' is being trained by "
-                                   f"{runlock.describe(runlock.read_holder(run_dir))}; wait for it "
-                                   f"to finish or stop it there.")
         train_fn = self._train()
         key = _key(run_dir)
         with self._lock:
             current = self._jobs.get(key)
             if current is not None and current.active:
                 raise MatgenInputError(f"Run '{run_dir.name}' is already training; stop it first.")
+            if runlock.is_locked(run_dir):  # the CLI, another server or a finishing job writes it
+                raise MatgenInputError(f"Run '{run_dir.name}' is being trained by "
+                                       f"{runlock.describe(runlock.read_holder(run_dir))}; wait "
+                                       f"for it to finish or stop it there.")
             other = self._foreign_owner(run_dir, owner)
             if other and not force:
                 raise OwnershipError(f"Run '{run_dir.name}' was started by another session "
