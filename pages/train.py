@@ -298,6 +298,7 @@ def all_runs(run: Path | None) -> None:
 
 def main() -> None:
     st.title("Train")
+    session_token()  # this session's runs are its own: others' ask before Stop / Resume
     run = _ui.current_run()
     if run is not None and not (run / "config.json").exists():
         _ui.set_run(None)
