@@ -200,7 +200,7 @@ def cmd_train(args) -> int:
     try:
         result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
                              callbacks=callbacks, stop=stop)
-    except MatgenInputError:
+    except Exception:
         if created and runs.latest_checkpoint(out) is None:  # a run that never started: remove it
             runs.discard_run(out, remove_folder=not existed)
         raise
