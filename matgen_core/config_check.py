@@ -38,6 +38,7 @@ _LIST_RANGES = {
 _CHOICES = {"norm": ("batch", "instance", "none"), "loss": ("bce", "wgan-gp"),
             "precision": ("fp32", "bf16", "fp16")}
 _BETAS = ("betas", "betas_d")
+_NULLABLE = ("critic_slices", "nz")  # null means "all slices" / "img_size / 2" (a preset's default)
 
 
 def _fail(key: str, what: str, value) -> None:
@@ -78,9 +79,9 @@ def check_value(key: str, value, default):
         if not isinstance(value, bool):
             _fail(key, "it must be true or false", value)
         return value
+    if value is None and (default is None or key in _NULLABLE):
+        return value
     if default is None:  # optional int (nz of the 2D GAN, critic_slices): None or a positive int
-        if value is None:
-            return value
         if not _is_int(value):
             _fail(key, "it must be a whole number or null", value)
     elif _is_int(default):
