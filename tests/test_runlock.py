@@ -169,3 +169,31 @@ def test_resume_after_kill_9_takes_over_and_cleans_temp_files(tmp_path):
     assert "took over the lock" in done.stderr and f"pid {proc.pid}" in done.stderr
     assert not any(p.exists() for p in left)
     assert not (run / runlock.LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_torchrun_into_a_locked_run_stops_every_rank(tmp_path):
+    """Rank 0 cannot lock the run: every rank exits (none waits at a barrier) and nothing is written."""
+    import shutil
+
+    img = tmp_path / "blobs.png"
+    Image.fromarray((blobs(64) * 255).astype(np.uint8)).save(img)
+    run = tmp_path / "run"
+    code = ("import sys, time; from matgen_core import runlock; runlock.acquire(sys.argv[1], 'holder'); "
+            "print('locked', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        exe = shutil.which("torchrun")
+        cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+        proc = subprocess.run(cmd + ["--standalone", "--nproc_per_node", "2", "-m", "matgen_core.cli",
+                                     "train", "slicegan", str(img), "--out", str(run), "--steps", "2",
+                                     "--quiet", *tiny_sets()],
+                              capture_output=True, text=True, timeout=240,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode != 0
+        assert f"pid {holder.pid}" in proc.stderr and "in use" in proc.stderr
+        assert not (run / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
