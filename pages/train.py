@@ -151,6 +151,8 @@ def show_run(run_dir: Path) -> None:
         st.progress(min(1.0, step / total), text=progress_text(status, step, total, snap))
         if snap and snap["status"] == "error":
             st.error(snap["error"], icon=":material/error:")
+        if snap and snap.get("notice"):  # e.g. took over the lock of a killed process
+            st.info(snap["notice"], icon=":material/lock_open:")
         rows = jobs_mod.loss_history(run_dir, job_now)
         chart, prev = st.columns([3, 2])
         with chart:
