@@ -162,7 +162,8 @@ def _build(model: str, config: dict, changed: list) -> None:
         keys = [k for k in changed if k in config] or [k for k in ("img_size", "lz") if k in config]
         raise MatgenInputError(
             f"These settings do not work together for {model} ({' '.join(str(err).split())}); "
-            f"check {', '.join(keys)} against the preset's (see config.json of a quick run).") from None
+            f"change {', '.join(keys)} (or leave {'it' if len(keys) == 1 else 'them'} at the "
+            f"preset's value).") from None
 
 
 def check_images_fit(model: str, config: dict, shapes: list[tuple[int, ...]], sources=()) -> None:
