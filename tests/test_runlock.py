@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from matgen_core import runlock, runs

@@ -1,7 +1,5 @@
 """Train page (AppTest): another session's run asks before Stop, damaged runs do not break the
 page, run names cannot leave the runs folder."""
-import json
-import threading
 import time
 from pathlib import Path
 
