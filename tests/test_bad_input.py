@@ -128,6 +128,7 @@ def test_at_least_30_cases():
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow  # ~75 CPU s in all (about 18 of the 50 cases import torch); 7 min wall on the busy shared box
 def test_every_bad_input_exits_2_with_one_line(case_dir):
     (case_dir / "folder.tif").mkdir(exist_ok=True)
     with ThreadPoolExecutor(2) as pool:
