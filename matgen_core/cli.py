@@ -58,35 +58,141 @@ class ProgressBar:
         self.stream.flush()
 
 
-def cmd_train(args) -> int:
-    from . import distributed, io, runs, train
+def _launch_rank() -> int:
+    """This process's rank under torchrun (0 without it), read from the environment: no torch import."""
+    import os
 
-    out = Path(args.out)
-    # torchrun (DDP): join the group first; rank 0 alone checks and creates the run directory
-    args.device = distributed.setup(args.device)
-    if distributed.rank() != 0:
-        pass
-    elif args.resume:
-        if not (out / "config.json").exists():
-            raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to start "
-                                   f"a new one.")
-    else:
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return int(os.environ.get("RANK", "0")) if world > 1 else 0
+    except ValueError:
+        return 0
+
+
+def _positive_int(value, option: str, example: str) -> None:
+    if value is not None and value < 1:
+        raise MatgenInputError(f"{option} must be at least 1, got {value}; pass e.g. {option} {example}.")
+
+
+def _check_seed(seed) -> None:
+    if seed is not None and not 0 <= seed < 2**63:
+        raise MatgenInputError(f"--seed must be a whole number from 0 to 2^63-1, got {seed}.")
+
+
+def _check_train_args(args) -> None:
+    """Option checks that need no file and no torch (one clear line each)."""
+    import math
+
+    _positive_int(args.steps, "--steps", "500")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise MatgenInputError(f"--max-minutes must be a positive number of minutes, got "
+                               f"{args.max_minutes}; leave it out for no time limit.")
+    _check_seed(args.seed)
+    if args.segment is not None and not 2 <= args.segment <= 8:
+        raise MatgenInputError(f"--segment takes the number of phases, 2 to 8, got {args.segment}.")
+    if args.segment is not None and args.as_is:
+        raise MatgenInputError("--segment and --as-is contradict each other; use --segment N to "
+                               "split a grayscale image into phases, or --as-is to train on its grey values.")
+    if args.resume and args.set:
+        raise MatgenInputError("--set applies when a run is created; a resumed run keeps the settings "
+                               "in its config.json (start a new run in another --out folder to change them).")
+    if args.resume and args.segment is not None:
+        raise MatgenInputError("--segment applies when a run is created; a resumed run keeps its "
+                               "training data (drop --segment, or start a new run).")
+
+
+def _read_training_images(args) -> list:
+    """Read (and segment) the training images: numpy/Pillow/tifffile only, so refusals are fast."""
+    from . import io
+
+    micrographs = []
+    for path in args.images:
+        m = io.read_micrograph(path)
+        if args.segment:
+            m = io.segment(m, args.segment)
+        elif not args.as_is:
+            m = io.require_phases(m)
+        micrographs.append(m)
+    return micrographs
+
+
+def _claim_run(out: Path, args, micrographs):
+    """Lock ``out`` and create the run in it (or check there is one to resume).
+
+    Returns (lock, created, existed). On any failure nothing is left behind: no lock, and no
+    folder if this call made it.
+    """
+    from . import runlock, runs
+
+    if out.exists() and not out.is_dir():
+        raise MatgenInputError(f"--out {out} is a file; give a folder for the run.")
+    existed = out.exists()
+    try:
+        lock = runlock.acquire(out, what="matgen train" + (" --resume" if args.resume else ""))
+    except OSError as err:
+        from .errors import os_error_message
+
+        raise MatgenInputError(os_error_message(err, out)) from None
+    if lock.took_over:
+        from .train import stale_lock_notice
+
+        print(f"matgen: note: {stale_lock_notice(out, lock.took_over)}", file=sys.stderr)
+    try:
+        if args.resume:
+            if not (out / "config.json").exists():
+                raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to "
+                                       f"start a new one.")
+            runs.load_config(out)  # a damaged config.json: say so now
+            return lock, False, existed
         if (out / "config.json").exists():
             raise MatgenInputError(f"{out} already holds a run; add --resume to continue it, or "
                                    f"choose another --out folder.")
-        if not args.images:
-            raise MatgenInputError("No training image given; pass the path of a micrograph.")
-        micrographs = []
-        for path in args.images:
-            m = io.read_micrograph(path)
-            if args.segment:
-                m = io.segment(m, args.segment)
-            elif not args.as_is:
-                m = io.require_phases(m)
-            micrographs.append(m)
         runs.create_run(out, args.model, micrographs, preset=args.preset,
                         overrides=_overrides(args.set), seed=args.seed)
-    distributed.barrier()  # the others wait for rank 0's run directory
+        return lock, True, existed
+    except BaseException:
+        lock.release()
+        if not existed:
+            runs.discard_run(out, remove_folder=True)
+        raise
+
+
+def cmd_train(args) -> int:
+    _check_train_args(args)
+    out = Path(args.out)
+    lead = _launch_rank() == 0  # torchrun: rank 0 alone checks, locks and creates the run
+    micrographs = None
+    if lead and args.resume:
+        if not (out / "config.json").exists():
+            raise MatgenInputError(f"--resume: {out} holds no run to resume; drop --resume to start "
+                                   f"a new one.")
+        from . import runs
+
+        runs.load_config(out)  # a damaged config.json: say so before torch loads
+    elif lead:
+        if (out / "config.json").exists():
+            raise MatgenInputError(f"{out} already holds a run; add --resume to continue it, or "
+                                   f"choose another --out folder.")
+        if out.exists() and not out.is_dir():
+            raise MatgenInputError(f"--out {out} is a file; give a folder for the run.")
+        if not args.images:
+            raise MatgenInputError("No training image given; pass the path of a micrograph.")
+        micrographs = _read_training_images(args)  # before torch is imported: bad files fail fast
+
+    from . import distributed, runs, train
+
+    args.device = distributed.setup(args.device)
+    lock, created, existed, problem = None, False, True, None
+    if distributed.rank() == 0:
+        try:
+            lock, created, existed = _claim_run(out, args, micrographs)
+        except MatgenInputError as err:
+            problem = err
+    # torchrun: every rank stops when rank 0 could not lock or create the run (else they would wait)
+    if distributed.any_rank(problem is not None):
+        distributed.cleanup()
+        raise problem or MatgenInputError(f"rank 0 could not start the run in {out} (see its "
+                                          f"message); nothing was trained.")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -94,21 +200,110 @@ def cmd_train(args) -> int:
     try:
         result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
                              callbacks=callbacks, stop=stop)
+    except Exception:
+        if created and runs.latest_checkpoint(out) is None:  # a run that never started: remove it
+            runs.discard_run(out, remove_folder=not existed)
+        raise
     finally:
+        if lock is not None:
+            lock.release()
         distributed.cleanup()
     if distributed.env_rank() == 0:
         print(f"{result['reason']}: step {result['step']} in {result['elapsed_s']:.0f} s; run in {out}")
     return 0
 
 
-def cmd_generate(args) -> int:
-    from . import generate
+def _check_generate_args(args) -> tuple:
+    """Option checks before the run is opened; returns the periodic axes (z, y, x) as booleans."""
+    _positive_int(args.count, "--count", "16")
+    _positive_int(args.size, "--size", "128")
+    _check_seed(args.seed)
+    if args.tile is not None and args.tile < 0:
+        raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), "
+                               f"got {args.tile}.")
+    if args.raw and args.fractions:
+        raise MatgenInputError("--raw and --fractions contradict each other: --raw keeps the "
+                               "generator's own phase fractions, --fractions asks for others; use one.")
+    if args.size is not None and args.shape is not None:
+        raise MatgenInputError("--size and --shape both give the volume's size; use one.")
+    periodic = (args.periodic or "").lower()
+    if args.periodic is not None and (not periodic or set(periodic) - set("zyx")):
+        raise MatgenInputError(f"--periodic takes the axes to make periodic, letters z, y and x "
+                               f"(e.g. zyx or x), got '{args.periodic}'.")
+    return tuple(ax in periodic for ax in "zyx")
 
+
+def _parse_shape(args):
+    """(Z, Y, X) from --size / --shape, checked (the same rules as generate.parse_shape)."""
+    if args.shape is None:
+        return (args.size,) * 3 if args.size is not None else None
+    try:
+        shape = tuple(int(v) for v in args.shape.replace("x", ",").split(","))
+    except ValueError:
+        raise MatgenInputError(f"--shape must be three integers like 64,128,128, got '{args.shape}'.") from None
+    if len(shape) != 3:
+        raise MatgenInputError(f"--shape needs three sizes Z,Y,X, got {len(shape)}.")
+    if min(shape) < 1:
+        raise MatgenInputError(f"--shape sizes must be positive, got {args.shape}.")
+    return shape
+
+
+def _check_output_path(out: Path) -> None:
+    """The output file must be creatable: not a folder, in a folder we can write to."""
+    import os
+
+    if out.is_dir():
+        raise MatgenInputError(f"--out {out} is a folder; give a file name such as {out / 'volume.tif'}.")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise MatgenInputError(f"Cannot write {out}: the file is read-only; choose another --out.")
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MatgenInputError(f"Cannot write {out}: {folder} is a file, not a folder; check the path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MatgenInputError(f"Cannot write {out}: no permission to write in {folder} (or it is "
+                               f"read-only); choose a folder you can write to.")
+
+
+def _check_output_size(args, out: Path, shape) -> None:
+    """Disk (and memory, for outputs built in memory) against the size of what will be written."""
+    import math
+
+    from . import limits, runs
+    from .models import VOLUME_MODELS
+
+    config = runs.load_config(args.run)
+    kind = config["data"]["kind"]
+    per_voxel = 3 if kind == "color" else 1
+    if config["model"] in VOLUME_MODELS:
+        if shape is None:
+            return  # the default (2x the training size) is small
+        n_bytes = math.prod(shape) * per_voxel
+        what = f"A {'x'.join(map(str, shape))} volume"
+    else:
+        side = int(config["model_config"].get("img_size", 64))
+        n_bytes = int(args.count or 16) * side * side * per_voxel
+        what = f"{args.count or 16} images of {side}x{side}"
+    suffix = out.suffix.lower()
+    streamed = suffix == ".npy" or (suffix in (".tif", ".tiff") and n_bytes >= 2**31)
+    # .vti and small .tif are built whole in memory; with ~2 copies while they are written
+    limits.check_output_fits(out, n_bytes + 2**20, 0 if streamed else 2 * n_bytes, what=what)
+
+
+def cmd_generate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".vti"):
         raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
-    shape = generate.parse_shape(size=args.size, shape=args.shape)
-    periodic = tuple(ax in (args.periodic or "").lower() for ax in "zyx")
+    periodic = _check_generate_args(args)
+    _check_output_path(out)
+    from . import runs
+
+    runs.load_config(args.run)  # not a run, or a damaged config.json: say so before torch loads
+    shape = _parse_shape(args)
+    _check_output_size(args, out, shape)
+    from . import generate
+
     # generate() writes --out itself: large volumes are streamed there tile by tile (tiling.py)
     result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,
@@ -135,6 +330,8 @@ def cmd_generate(args) -> int:
 def cmd_metrics(args) -> int:
     from . import io, metrics
 
+    if args.voxel_size is not None and not (args.voxel_size > 0 and args.voxel_size < float("inf")):
+        raise MatgenInputError(f"--voxel-size must be a positive length, got {args.voxel_size}.")
     labels, meta = _read_labels(args.file)
     voxel = args.voxel_size or meta.get("voxel_size")
     if args.reference:
@@ -247,11 +444,33 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except MatgenInputError as err:
-        print(f"matgen: error: {err}", file=sys.stderr)
+        print(f"matgen: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("matgen: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("matgen: error: out of memory; make the input or output smaller (crop, --size, "
+              "--count) or use a machine with more memory.", file=sys.stderr)
+        return 2
+    except OSError as err:  # unwritable output, full disk, missing folder met while working
+        from .errors import os_error_message
+
+        print(f"matgen: error: {_one_line(os_error_message(err))}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: one line, and the traceback only on request
+        import os
+
+        if os.environ.get("MATGEN_DEBUG"):
+            raise
+        print(f"matgen: error: unexpected {type(err).__name__}: {_one_line(err)} (this is a bug; "
+              f"please report it with the command you ran; MATGEN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ How the ranks cooperate (see train.py): every rank builds the same networks from
 (rank 0's weights are also broadcast to be sure), draws its own noise and crops (its RNG is
 seeded by rank), and before every optimiser step the gradients are averaged over the ranks by
 :func:`average_gradients`; so all ranks take identical steps, on ``world_size`` times the batch.
-Rank 0 alone writes checkpoints, losses, progress and previews; since the networks are never
+Rank 0 alone holds the run's lock (runlock.py; the CLI tells every rank to stop, through
+:func:`any_rank`, when rank 0 cannot lock or create the run) and writes checkpoints, losses,
+progress and previews; since the networks are never
 wrapped, checkpoints carry no ``module.`` prefixes and load in a single process.
 """
 from __future__ import annotations

@@ -83,7 +83,7 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
         raise MatgenInputError(f"{run_dir} has no checkpoint yet; train it first (matgen train ... "
                                f"--out {run_dir}).")
     trainer = build_trainer(run_dir, device, with_data=False)
-    trainer.load_state_dict(checkpoint["state"])
+    runs.restore_state(trainer, checkpoint, run_dir)  # a foreign checkpoint: a message, no traceback
     data = config["data"]
     kind = data["kind"]
     if fractions is not None and config["model"] not in VOLUME_MODELS:  # phase-fraction control

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -92,7 +93,7 @@ class Micrograph:
 # Reading
 
 
-def read_micrograph(path, max_phases: int = 8) -> Micrograph:
+def read_micrograph(path, max_phases: int = 8, max_pixels: int | None = None) -> Micrograph:
     """Read a micrograph file and work out what it holds.
 
     Parameters
@@ -104,6 +105,9 @@ def read_micrograph(path, max_phases: int = 8) -> Micrograph:
     max_phases : int
         An image with at most this many distinct values (colours, for colour images) is taken as
         already segmented ("nphase"); otherwise it is "gray" or "color".
+    max_pixels : int or None
+        Refuse files with more pixels (voxels) than this, checked from the file's header before
+        anything is decoded; None: ``$MATGEN_MAX_PIXELS`` or ``limits.DEFAULT_MAX_PIXELS``.
 
     Returns
     -------
@@ -126,7 +130,7 @@ def read_micrograph(path, max_phases: int = 8) -> Micrograph:
     if int(max_phases) < 2:
         raise MatgenInputError(f"max_phases={max_phases} is too small; use at least 2.")
     path = _existing_file(path)
-    array, colour, meta = _load(path)
+    array, colour, meta = _load(path, max_pixels)
     array, colour = _tidy(array, colour, path.name)
     return _to_micrograph(array, colour, int(max_phases), meta, path.name)
 
@@ -176,8 +180,12 @@ def _existing_file(path) -> Path:
     return path
 
 
-def _load(path: Path) -> tuple[np.ndarray, bool, dict]:
-    """Raw pixel array, whether its last axis holds channels, and metadata from the file."""
+def _load(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool, dict]:
+    """Raw pixel array, whether its last axis holds channels, and metadata from the file.
+
+    The pixel count is checked against ``limits.max_pixels(max_pixels)`` from the header (TIFF
+    series shape, .npy header, Pillow's size) before the pixels are decoded.
+    """
     with path.open("rb") as fh:
         head = fh.read(8)
     meta = {"voxel_size": None, "unit": "px", "phase_values": None}
@@ -185,29 +193,66 @@ def _load(path: Path) -> tuple[np.ndarray, bool, dict]:
         if head[:4] in _TIFF_MAGIC:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                array, axes = series.asarray(), series.axes
+                axes = series.axes
+                _check_pixels(series.shape, axes, path.name, max_pixels)
+                array = series.asarray()
                 meta = _tiff_metadata(tif)
             colour = "S" in axes
             if colour:
                 array = np.moveaxis(array, axes.index("S"), -1)
         elif head[:6] == _NPY_MAGIC:
+            shape = _npy_shape(path)
+            colour_npy = len(shape) == 3 and shape[-1] in (3, 4)
+            _check_pixels(shape, "YXS" if colour_npy else "", path.name, max_pixels)
             array = np.load(path, allow_pickle=False)
             colour = _looks_colour(array) or (array.ndim == 3 and array.shape[-1] == 4)
         else:
-            with Image.open(path) as im:
-                im.load()
-                array = np.asarray(_pil_to_array_mode(im))
+            with warnings.catch_warnings():  # our own limit applies; Pillow's warning would print
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    _check_pixels((im.size[1], im.size[0]), "YX", path.name, max_pixels)
+                    im.load()
+                    array = np.asarray(_pil_to_array_mode(im))
             colour = array.ndim == 3
+    except MatgenInputError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise MatgenInputError(
+            f"{path.name} has too many pixels for the image decoder ({err}); crop or downsample it "
+            f"first, or save it as TIFF.") from None
     except UnidentifiedImageError:
         raise MatgenInputError(
             f"{path.name} is not an image that can be read; use a PNG, JPG, BMP or TIFF file."
         ) from None
+    except MemoryError:
+        raise MatgenInputError(
+            f"{path.name} does not fit in memory; crop or downsample it first.") from None
     except Exception as err:  # every decoder has its own errors for a damaged file
         raise MatgenInputError(
             f"{path.name} could not be read ({type(err).__name__}: {err}); the file may be damaged "
             f"or truncated, so export it again as PNG or TIFF."
         ) from None
     return array, colour, meta
+
+
+def _check_pixels(shape, axes: str, name: str, max_pixels: int | None) -> None:
+    """Pixel-count limit on the spatial axes of ``shape`` (a channel axis ``S`` is not counted)."""
+    from .limits import check_pixel_count
+
+    if axes and len(axes) == len(shape):
+        shape = [n for n, ax in zip(shape, axes) if ax != "S"]
+    check_pixel_count(shape, name, max_pixels)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """The array shape in a .npy header, without reading the data."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+    return tuple(shape)
 
 
 def _pil_to_array_mode(im: Image.Image) -> Image.Image:
@@ -554,7 +599,7 @@ def read_phase_table(path) -> list | None:
         ) from None
 
 
-def read_volume(path) -> tuple[np.ndarray, dict]:
+def read_volume(path, max_pixels: int | None = None) -> tuple[np.ndarray, dict]:
     """Read a .tif/.tiff or .npy volume back as written.
 
     Returns the array exactly as stored ((H, W), (Z, Y, X), RGB last) and a dict with
@@ -567,9 +612,13 @@ def read_volume(path) -> tuple[np.ndarray, dict]:
         raise MatgenInputError(f"{path.name} is not a volume file; read_volume reads .tif, .tiff and .npy files.")
     try:
         if suffix == ".npy":
+            _check_pixels(_npy_shape(path), "", path.name, max_pixels)
             return np.load(path, allow_pickle=False), {"voxel_size": None, "unit": "px", "phase_values": None}
         with tifffile.TiffFile(path) as tif:
+            _check_pixels(tif.series[0].shape, tif.series[0].axes, path.name, max_pixels)
             return tif.asarray(), _tiff_metadata(tif)
+    except MatgenInputError:
+        raise
     except Exception as err:  # damaged file: numpy and tifffile raise various errors
         raise MatgenInputError(
             f"{path.name} could not be read ({type(err).__name__}: {err}); the file may be damaged, so write it again."

@@ -8,10 +8,19 @@ callback and stop flag, and the callback stores the latest events under a lock.
 A run's loss curve is read from its ``losses.jsonl`` (:func:`loss_history`), so a run trained by
 the CLI, or before the server restarted, shows its curves too; a live job's in-memory events top
 up the file rows.
+
+Ownership: each app session has a token (``owner``); the job records it and writes it to
+``RUN_DIR/.owner.json``, so :meth:`JobManager.foreign_owner` can tell a session that the run it
+wants to stop or resume was started by another one (the page then asks for confirmation), and
+:meth:`JobManager.stop` / :meth:`JobManager.start` refuse another session's run unless
+``force=True``. A run trained by another process (the CLI) holds the run lock (runlock.py):
+starting it here is refused with a message naming that process.
 """
 from __future__ import annotations
 
 import atexit
+import datetime as _dt
+import json
 import os
 import threading
 import time
@@ -23,6 +32,7 @@ import numpy as np
 
 from .errors import MatgenInputError
 
+OWNER_FILE = ".owner.json"
 ACTIVE = ("starting", "running", "stopping")
 
 
@@ -39,8 +49,10 @@ class Job:
     """One training job. Read it through :meth:`snapshot` / :meth:`history` (thread-safe)."""
 
     def __init__(self, run_dir, steps: int | None = None, max_minutes: float | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", owner: str | None = None):
         self.run_dir = Path(run_dir)
+        self.owner = owner  # the app session that started it (None: unknown / not the app)
+        self.notice: str | None = None  # e.g. "took over the lock of a dead process"
         self.steps = steps
         self.max_minutes = max_minutes
         self.device = device
@@ -79,6 +91,8 @@ class Job:
             elif kind == "preview":
                 self.preview = np.asarray(event["image"])
                 self.preview_step = int(event.get("step", self.step))
+            elif kind == "notice":
+                self.notice = str(event.get("message", ""))
             elif kind == "done":
                 self.step = int(event.get("step", self.step))
                 self.reason = event.get("reason")
@@ -108,7 +122,8 @@ class Job:
                 total_steps=self.total_steps, losses=dict(self.losses), eta_s=self.eta_s,
                 elapsed_s=self.elapsed_s, steps_per_s=self.steps_per_s, preview=self.preview,
                 preview_step=self.preview_step, reason=self.reason, error=self.error,
-                started_at=self.started_at, finished_at=self.finished_at,
+                started_at=self.started_at, finished_at=self.finished_at, owner=self.owner,
+                notice=self.notice,
             )
 
     def history(self) -> list[dict]:
@@ -143,7 +158,7 @@ class JobManager:
         self._train_fn = train_fn
         self.threads = threads if threads is not None else default_threads()
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # start() reads owners while holding it
         # on interpreter exit, let running jobs stop cleanly (checkpoint) instead of dying mid-step
         atexit.register(self.stop_all, wait=10)
 
@@ -155,30 +170,64 @@ class JobManager:
         return self._train_fn
 
     def start(self, run_dir, steps: int | None = None, max_minutes: float | None = None,
-              device: str = "auto") -> Job:
-        """Start (or resume) training the run in ``run_dir`` in a background thread."""
+              device: str = "auto", owner: str | None = None, force: bool = False) -> Job:
+        """Start (or resume) training the run in ``run_dir`` in a background thread.
+
+        ``owner``: the app session starting it (recorded with the job and in the run folder).
+        A run last started by another session is refused unless ``force`` (the page asks first);
+        a run another process is training (it holds the run lock) is always refused.
+        """
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists():
             raise MatgenInputError(f"{run_dir} is not a MatGen run (no config.json); create the run "
                                    f"before training it.")
+        from . import runlock
+
         train_fn = self._train()
         key = _key(run_dir)
         with self._lock:
             current = self._jobs.get(key)
             if current is not None and current.active:
                 raise MatgenInputError(f"Run '{run_dir.name}' is already training; stop it first.")
+            if runlock.is_locked(run_dir):  # the CLI, another server or a finishing job writes it
+                raise MatgenInputError(f"Run '{run_dir.name}' is being trained by "
+                                       f"{runlock.describe(runlock.read_holder(run_dir))}; wait "
+                                       f"for it to finish or stop it there.")
+            other = self._foreign_owner(run_dir, owner)
+            if other and not force:
+                raise OwnershipError(f"Run '{run_dir.name}' was started by another session "
+                                     f"({other}); confirm to resume it anyway.", other)
             running = [j for j in self._jobs.values() if j.active]
             if len(running) >= self.max_concurrent:
                 names = ", ".join(f"'{j.run_dir.name}'" for j in running)
                 raise MatgenInputError(
                     f"{len(running)} training job(s) already running ({names}) and this server "
                     f"allows {self.max_concurrent} at a time; stop one or wait for it to finish.")
-            job = Job(run_dir, steps=steps, max_minutes=max_minutes, device=device)
+            job = Job(run_dir, steps=steps, max_minutes=max_minutes, device=device, owner=owner)
             self._jobs[key] = job
+        if owner is not None:
+            write_owner(run_dir, owner)
         job.thread = threading.Thread(target=self._run, args=(job, train_fn),
                                       name=f"matgen-train-{run_dir.name}", daemon=True)
         job.thread.start()
         return job
+
+    def owner_of(self, run_dir) -> str | None:
+        """The session that started the run: its job's owner, else the run folder's record."""
+        job = self.get(run_dir)
+        if job is not None and job.owner is not None:
+            return job.owner
+        return (read_owner(run_dir) or {}).get("session")
+
+    def _foreign_owner(self, run_dir, session: str | None) -> str | None:
+        owner = self.owner_of(run_dir)
+        if owner is None or session is None or owner == session:
+            return None
+        return describe_owner(run_dir, owner)
+
+    def foreign_owner(self, run_dir, session: str | None) -> str | None:
+        """None if ``session`` may stop / resume the run freely; else whose it is, for a prompt."""
+        return self._foreign_owner(run_dir, session)
 
     def _run(self, job: Job, train_fn: Callable) -> None:
         try:
@@ -209,10 +258,17 @@ class JobManager:
         with self._lock:
             return self._jobs.get(_key(run_dir))
 
-    def stop(self, run_dir) -> Job | None:
-        """Ask the run's job to stop after its current step (it writes a checkpoint)."""
+    def stop(self, run_dir, session: str | None = None, force: bool = False) -> Job | None:
+        """Ask the run's job to stop after its current step (it writes a checkpoint).
+
+        With ``session`` given, another session's job is refused (OwnershipError) unless ``force``.
+        """
         job = self.get(run_dir)
         if job is not None:
+            other = self._foreign_owner(run_dir, session)
+            if other and not force:
+                raise OwnershipError(f"Run '{Path(run_dir).name}' was started by another session "
+                                     f"({other}); confirm to stop it anyway.", other)
             job.request_stop()
         return job
 
@@ -229,6 +285,41 @@ class JobManager:
         if wait is not None:
             for job in self.jobs():
                 job.wait(wait)
+
+
+class OwnershipError(MatgenInputError):
+    """Stop / resume of a run another app session started; ``owner`` describes that session."""
+
+    def __init__(self, message: str, owner: str):
+        super().__init__(message)
+        self.owner = owner
+
+
+def write_owner(run_dir, session: str) -> None:
+    """Record the app session that started the run (RUN_DIR/.owner.json)."""
+    from .runs import atomic_write_json
+
+    try:
+        atomic_write_json(Path(run_dir) / OWNER_FILE, dict(
+            session=str(session), started=_dt.datetime.now().isoformat(timespec="seconds")))
+    except MatgenInputError:  # a full or read-only disk: training reports it itself
+        pass
+
+
+def read_owner(run_dir) -> dict | None:
+    """The run's owner record ({"session", "started"}) or None."""
+    try:
+        record = json.loads((Path(run_dir) / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def describe_owner(run_dir, session: str) -> str:
+    """'session 3f9a (started 2026-01-01 12:00)' for prompts."""
+    record = read_owner(run_dir) or {}
+    when = str(record.get("started", "")).replace("T", " ")[:16] if record.get("session") == session else ""
+    return f"session {str(session)[:8]}" + (f", started {when}" if when else "")
 
 
 def loss_history(run_dir, job: Job | None = None) -> list[dict]:

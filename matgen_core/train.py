@@ -3,6 +3,12 @@
 It owns what all models share: the loop, step and time budgets, the stop flag, events for
 callbacks (the app plots them live, the CLI draws a progress bar), atomic checkpoints, resume
 (weights, optimisers, step count and random state), ``losses.jsonl`` and ``progress.json``.
+
+One writer per run: the process (rank 0 under torchrun) holds the run's lock (runlock.py) while
+it trains, so a second ``train`` of the same folder, from the CLI or the app, is refused. On
+start the lock holder removes ``*.tmp`` files a killed writer left behind. A failure (a full
+disk, a bad setting met mid-run) leaves the last good checkpoint and ``progress.json`` with
+status "failed" and the message.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from . import distributed, runs
+from . import distributed, runlock, runs
 from .device import pick_device
+from .errors import MatgenInputError
 from .models import trainer_class
 
 Callback = Callable[[dict], None]
@@ -54,9 +61,46 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
+    check_budget(steps, max_minutes)
     callbacks = list(callbacks)
     device = distributed.setup(device)  # torchrun: join the group, device per LOCAL_RANK (else no-op)
     main = distributed.is_main()  # DDP: rank 0 alone writes checkpoints, losses, progress, previews
+    # one writer per run folder: rank 0 holds the lock (re-entrant: the CLI may hold it already)
+    lock = runlock.acquire(run_dir, what="training") if main else None
+    try:
+        if lock is not None and lock.took_over:
+            for cb in callbacks:
+                cb(dict(type="notice", message=stale_lock_notice(run_dir, lock.took_over)))
+        if main:
+            runs.remove_temp_files(run_dir)  # left by a killed writer; no other writer can exist now
+        return _train_locked(run_dir, config, steps, max_minutes, device, main, callbacks, stop,
+                             log_every, preview_every, checkpoint_every, checkpoint_minutes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def stale_lock_notice(run_dir, holder: dict) -> str:
+    return (f"took over the lock of {run_dir}: its holder, {runlock.describe(holder)}, is no longer "
+            f"running (killed or crashed); training continues from the last checkpoint.")
+
+
+def check_budget(steps, max_minutes) -> None:
+    """MatgenInputError unless ``steps`` (if given) is a whole number >= 1 and ``max_minutes`` > 0."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                              or steps < 1):
+        raise MatgenInputError(f"The number of steps must be a whole number of at least 1, got "
+                               f"{steps!r}; pass e.g. --steps 500.")
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and not
+                                        isinstance(max_minutes, bool) and np.isfinite(max_minutes)
+                                        and max_minutes > 0):
+        raise MatgenInputError(f"The time limit must be a positive number of minutes, got "
+                               f"{max_minutes!r}; pass e.g. --max-minutes 10, or leave it out for "
+                               f"no limit.")
+
+
+def _train_locked(run_dir, config, steps, max_minutes, device, main, callbacks, stop, log_every,
+                  preview_every, checkpoint_every, checkpoint_minutes) -> dict:
     torch.manual_seed(config.get("seed", 0))
     trainer = build_trainer(run_dir, device)
     total = int(steps if steps is not None else config["model_config"].get("steps", 1000))
@@ -64,9 +108,14 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
     start_step = 0
     checkpoint = runs.load_checkpoint(run_dir, device="cpu")
     if checkpoint is not None:
-        trainer.load_state_dict(checkpoint["state"])
+        runs.restore_state(trainer, checkpoint, run_dir)
         start_step = int(checkpoint["step"])
-        torch.set_rng_state(checkpoint["rng"])
+        rng = checkpoint.get("rng")
+        if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
+            try:
+                torch.set_rng_state(rng)
+            except RuntimeError:
+                pass  # a foreign RNG state: the run continues with a fresh random stream
         if main:
             _truncate_losses(run_dir, start_step)
     # DDP: same weights on all ranks, gradients averaged before each optimiser step, own data per rank
@@ -83,20 +132,23 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
         for cb in callbacks if main else ():
             cb(event)
 
-    def progress(step: int, status: str, elapsed: float) -> None:
+    def progress(step: int, status: str, elapsed: float, error: str = "") -> None:
         if not main:
             return
-        runs.atomic_write_json(run_dir / "progress.json", dict(
-            step=step, total_steps=total, status=status, pid=os.getpid(), elapsed_s=round(elapsed, 2),
-            updated=time.time()))
+        record = dict(step=step, total_steps=total, status=status, pid=os.getpid(),
+                      elapsed_s=round(elapsed, 2), updated=time.time())
+        if error:
+            record["error"] = error
+        runs.atomic_write_json(run_dir / "progress.json", record)
 
     t0 = time.perf_counter()
     deadline = t0 + max_minutes * 60 if max_minutes else None
     last_ckpt_time = t0
     step, reason = start_step, "steps"
-    progress(step, "running", 0.0)
-    losses_file = open(run_dir / "losses.jsonl", "a") if main else open(os.devnull, "w")
+    losses_file = None
     try:
+        progress(step, "running", 0.0)
+        losses_file = open(run_dir / "losses.jsonl", "a") if main else open(os.devnull, "w")
         while step < total:
             want = ("stopped" if stop is not None and stop.is_set() else
                     "time" if deadline is not None and time.perf_counter() >= deadline else None)
@@ -125,13 +177,27 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
                 save(step)
                 last_ckpt_time = now
                 progress(step, "running", elapsed)
-    except BaseException as err:  # the last checkpoint stands: a half-done step is not saved
         losses_file.close()
-        progress(step, "stopped", time.perf_counter() - t0)
+        save(step)
+    except BaseException as err:  # the last checkpoint stands: a half-done step is not saved
+        if losses_file is not None:
+            losses_file.close()
+        err = _user_error(err, run_dir)
+        interrupted = isinstance(err, KeyboardInterrupt)
+        try:  # what a resume starts from: the last good checkpoint's step
+            saved = runs.load_checkpoint(run_dir) if main else None
+            kept = int(saved["step"]) if saved is not None else 0
+        except Exception:
+            kept = None
+        try:  # on a full disk this may fail too; the checkpoint and the error still stand
+            progress(kept if kept is not None else step, "stopped" if interrupted else "failed",
+                     time.perf_counter() - t0, "" if interrupted else str(err))
+        except MatgenInputError:
+            pass
         emit(dict(type="done", step=step, reason="error", message=str(err)))
+        if err is not _original(err):
+            raise err from None
         raise
-    losses_file.close()
-    save(step)
     distributed.barrier()  # DDP: the others wait until rank 0 has written the final checkpoint
     elapsed = time.perf_counter() - t0
     progress(step, "done" if step >= total else "stopped", elapsed)
@@ -139,7 +205,28 @@ def train(run_dir, steps: int | None = None, max_minutes: float | None = None, d
     return {"step": step, "reason": reason, "elapsed_s": elapsed}
 
 
+def _user_error(err: BaseException, run_dir: Path) -> BaseException:
+    """A full disk met anywhere in the loop (losses, previews) becomes a DiskFullError."""
+    from .errors import DiskFullError, is_disk_full, os_error_message
+
+    if isinstance(err, MatgenInputError) or not is_disk_full(err):
+        return err
+    wrapped = DiskFullError(os_error_message(OSError(28, "disk full"), run_dir) +
+                            " The last checkpoint is kept; resume with --resume.")
+    wrapped.__original__ = err
+    return wrapped
+
+
+def _original(err: BaseException) -> BaseException:
+    return getattr(err, "__original__", err)
+
+
 def _truncate_losses(run_dir: Path, step: int) -> None:
     """Drop logged rows past ``step``: those steps are redone after a resume."""
-    rows = [r for r in runs.read_losses(run_dir) if r.get("step", 0) <= step]
+    rows = [r for r in runs.read_losses(run_dir) if isinstance(r, dict) and _step_of(r) <= step]
     runs.atomic_write_bytes(run_dir / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def _step_of(row: dict) -> float:
+    value = row.get("step", 0)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("inf")

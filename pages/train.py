@@ -2,6 +2,7 @@
 import datetime as dt
 import json
 import re
+import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -30,19 +31,63 @@ MAIN_KEYS = {
 STATUS_TEXT = {
     "starting": "Preparing (loading the data, building the networks)",
     "running": "Training", "stopping": "Stopping after this step", "done": "Finished",
-    "stopped": "Stopped", "error": "Failed", "new": "Not started",
+    "stopped": "Stopped", "error": "Failed", "new": "Not started", "failed": "Failed",
+    "damaged": "Damaged (cannot be opened)",
 }
 ss = st.session_state
 mgr = _ui.job_manager()
+
+
+def session_token() -> str:
+    """This browser session's token: the runs it starts are its own (jobs.py ownership)."""
+    if "session_token" not in ss:
+        ss.session_token = uuid.uuid4().hex[:8]
+    return ss.session_token
 
 
 def resume(run_dir: Path, steps_key: str, device_key: str) -> None:
     """Resume button callback. Reads the widgets itself: callback args are bound when the
     button was drawn, before the user's last edit."""
     try:
-        mgr.start(run_dir, steps=int(ss[steps_key]), device=ss[device_key])
+        mgr.start(run_dir, steps=int(ss[steps_key]), device=ss[device_key], owner=session_token())
+    except jobs_mod.OwnershipError as err:  # another session's run: ask first
+        ss.confirm_foreign = dict(action="resume", run=str(run_dir), message=str(err),
+                                  steps=int(ss[steps_key]), device=ss[device_key])
     except MatgenInputError as err:
         ss.train_error = str(err)
+
+
+def stop(run_dir: Path) -> None:
+    """Stop button callback: another session's run asks for confirmation first."""
+    try:
+        mgr.stop(run_dir, session=session_token())
+    except jobs_mod.OwnershipError as err:
+        ss.confirm_foreign = dict(action="stop", run=str(run_dir), message=str(err))
+
+
+def confirm_foreign() -> None:
+    """'Yes' on the confirmation: stop / resume another session's run."""
+    ask = ss.pop("confirm_foreign", None)
+    if not ask:
+        return
+    try:
+        if ask["action"] == "stop":
+            mgr.stop(Path(ask["run"]), session=session_token(), force=True)
+        else:
+            mgr.start(Path(ask["run"]), steps=ask["steps"], device=ask["device"],
+                      owner=session_token(), force=True)
+    except MatgenInputError as err:
+        ss.train_error = str(err)
+
+
+def ask_confirmation(run_dir: Path) -> None:
+    ask = ss.get("confirm_foreign")
+    if not ask or ask["run"] != str(run_dir):
+        return
+    st.warning(ask["message"], icon=":material/group:")
+    y, n, _ = st.columns([1, 1, 3])
+    y.button(f"Yes, {ask['action']} it", key="confirm_foreign_yes", on_click=confirm_foreign)
+    n.button("Cancel", key="confirm_foreign_no", on_click=lambda: ss.pop("confirm_foreign", None))
 
 
 def progress_text(status: str, step: int, total: int, snap: dict | None) -> str:
@@ -55,8 +100,13 @@ def progress_text(status: str, step: int, total: int, snap: dict | None) -> str:
 
 
 def show_run(run_dir: Path) -> None:
-    info = runs.run_info(run_dir)
-    config = runs.load_config(run_dir)
+    try:
+        info = runs.run_info(run_dir)
+        config = runs.load_config(run_dir)
+    except MatgenInputError as err:  # a damaged run folder: say why, keep the page working
+        st.subheader(f"Run `{run_dir.name}`")
+        st.error(str(err), icon=":material/error:")
+        return
     job = mgr.get(run_dir)
     active = job is not None and job.active
     st.subheader(f"Run `{run_dir.name}`")
@@ -66,11 +116,15 @@ def show_run(run_dir: Path) -> None:
                + f" | created {info.created.replace('T', ' ')} | folder {run_dir}")
     if ss.get("train_error"):
         st.error(ss.pop("train_error"), icon=":material/error:")
+    if info.status == "damaged":
+        st.warning(f"This run's progress record is damaged ({info.problem}); resuming rewrites it.",
+                   icon=":material/warning:")
+    ask_confirmation(run_dir)
 
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     if active:
         c1.button("Stop", icon=":material/stop:", key="stop_btn", type="primary",
-                  on_click=mgr.stop, args=(run_dir,),
+                  on_click=stop, args=(run_dir,),
                   help="Stops after the current step and saves a checkpoint; Resume continues.")
     else:
         total0 = int(info.total_steps or config["model_config"].get("steps", 100))
@@ -97,6 +151,8 @@ def show_run(run_dir: Path) -> None:
         st.progress(min(1.0, step / total), text=progress_text(status, step, total, snap))
         if snap and snap["status"] == "error":
             st.error(snap["error"], icon=":material/error:")
+        if snap and snap.get("notice"):  # e.g. took over the lock of a killed process
+            st.info(snap["notice"], icon=":material/lock_open:")
         rows = jobs_mod.loss_history(run_dir, job_now)
         chart, prev = st.columns([3, 2])
         with chart:
@@ -190,14 +246,15 @@ def new_run_form(ds) -> None:
                          placeholder=f"{model}-{stem}-<date-time> (automatic)")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start_btn"):
         name = name.strip() or f"{model}-{stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = _ui.runs_home() / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
         try:
+            run_dir = runs.safe_run_dir(_ui.runs_home(), name)
             if len(mgr.running()) >= mgr.max_concurrent:
                 busy = ", ".join(j.run_dir.name for j in mgr.running())
                 raise MatgenInputError(f"A training job is already running ({busy}); stop it "
                                        f"or wait for it to finish before starting another.")
             runs.create_run(run_dir, model, ds, preset=preset, overrides=overrides)
-            mgr.start(run_dir, steps=int(steps), max_minutes=float(minutes) or None, device=device)
+            mgr.start(run_dir, steps=int(steps), max_minutes=float(minutes) or None, device=device,
+                      owner=session_token())
         except MatgenInputError as err:
             _ui.error_box(err)
         else:
@@ -209,7 +266,7 @@ def all_runs(run: Path | None) -> None:
     st.subheader("All runs")
     st.caption(f"Runs live in `{_ui.runs_home().resolve()}` (set MATGEN_HOME to change). Runs "
                "trained with the `matgen` command appear here too.")
-    infos = runs.list_runs(_ui.runs_home())
+    infos = runs.list_runs(_ui.runs_home(), damaged=True)
     if not infos:
         st.caption("No runs yet.")
         return
@@ -228,6 +285,7 @@ def all_runs(run: Path | None) -> None:
         "run": i.name, "model": i.model, "status": state(i)[0], "progress": state(i)[1],
         "data": f"{i.n_phases} phases" if i.kind == "nphase" else _ui.KIND_NAMES.get(i.kind, i.kind),
         "created": i.created.replace("T", " "),
+        "note": i.problem,
     } for i in infos])
     st.dataframe(table, hide_index=True)
     names = [i.name for i in infos]
@@ -242,6 +300,7 @@ def all_runs(run: Path | None) -> None:
 
 def main() -> None:
     st.title("Train")
+    session_token()  # this session's runs are its own: others' ask before Stop / Resume
     run = _ui.current_run()
     if run is not None and not (run / "config.json").exists():
         _ui.set_run(None)

@@ -1,5 +1,6 @@
 """Background training jobs (matgen_core.jobs), with a fake trainer and one tiny real run."""
 import json
+import threading
 import time
 
 import numpy as np
@@ -169,3 +170,79 @@ def test_tiny_real_training(tmp_path):
 TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8], "batch_size": 1,
         "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
 
+
+
+# --- reliability (#15): sessions own the runs they start; the run lock is respected ------------
+
+def test_sessions_own_their_runs(tmp_path):
+    from matgen_core.jobs import OwnershipError, read_owner
+
+    run = make_run(tmp_path)
+    mgr = JobManager(train_fn=fake_train(delay=0.02), threads=1)
+    job = mgr.start(run, steps=10_000, owner="alice123")
+    assert job.snapshot()["owner"] == "alice123"
+    assert read_owner(run)["session"] == "alice123"
+    assert mgr.foreign_owner(run, "alice123") is None
+    assert "alice123"[:8] in mgr.foreign_owner(run, "bob45678")
+    with pytest.raises(OwnershipError, match="another session") as err:
+        mgr.stop(run, session="bob45678")
+    assert "alice123" in str(err.value) and job.active  # not stopped
+    mgr.stop(run, session="bob45678", force=True)  # confirmed
+    assert job.wait(10) and job.snapshot()["status"] == "stopped"
+    # resume by another session: asks first; the owner itself resumes freely
+    with pytest.raises(OwnershipError):
+        mgr.start(run, steps=3, owner="bob45678")
+    assert mgr.start(run, steps=3, owner="alice123").wait(10)
+    taken = mgr.start(run, steps=6, owner="bob45678", force=True)
+    assert taken.wait(10) and mgr.owner_of(run) == "bob45678"
+    # a new server (no jobs in memory) still knows the owner from the run folder
+    assert JobManager(train_fn=fake_train(), threads=1).foreign_owner(run, "alice123")
+
+
+def test_stop_without_a_session_still_works(tmp_path):
+    run = make_run(tmp_path)
+    mgr = JobManager(train_fn=fake_train(delay=0.02), threads=1)
+    job = mgr.start(run, steps=10_000, owner="alice123")
+    mgr.stop(run)  # the CLI / atexit path: no session check
+    assert job.wait(10) and job.snapshot()["status"] == "stopped"
+
+
+def test_run_locked_by_another_process_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path)
+    code = ("import sys, time; from matgen_core import runlock; runlock.acquire(sys.argv[1], 'matgen train'); "
+            "print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(MatgenInputError, match=f"pid {proc.pid}.*matgen train"):
+            JobManager(train_fn=fake_train(), threads=1).start(run, steps=3)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert JobManager(train_fn=fake_train(), threads=1).start(run, steps=3).wait(10)
+
+
+def test_two_jobs_of_one_server_cannot_train_one_run(tmp_path):
+    """Two JobManagers in one process (two servers' worth): the run lock refuses the second."""
+    from matgen_core import runlock
+
+    run = make_run(tmp_path)
+    hold = threading.Event()
+
+    def locked_train(run_dir, steps=None, max_minutes=None, device="auto", callbacks=(), stop=None):
+        lock = runlock.acquire(run_dir, what="training")
+        try:
+            hold.wait(10)
+            return {"step": 0, "reason": "stopped", "elapsed_s": 0}
+        finally:
+            lock.release()
+
+    a = JobManager(train_fn=locked_train, threads=1).start(run, steps=3)
+    time.sleep(0.5)
+    with pytest.raises(MatgenInputError, match="training"):
+        JobManager(train_fn=locked_train, threads=1).start(run, steps=3)
+    hold.set()
+    assert a.wait(10)

@@ -121,3 +121,140 @@ def test_generate_from_run_is_seeded_and_shaped(run_dir):
 def test_generate_without_checkpoint_is_a_clear_error(run_dir):
     with pytest.raises(MatgenInputError, match="no checkpoint"):
         generate.generate(run_dir, shape=32)
+
+
+# --- reliability (#15): settings, damaged runs, full disk, temp files, run names ---------------
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"lr_g": "abc"}, "lr_g"), ({"batch_size": "four"}, "batch_size"), ({"batch_size": -1}, "batch_size"),
+    ({"img_size": 33}, "img_size"), ({"gen_channels": [1]}, "gen_channels"),
+    ({"lr_g": float("nan")}, "lr_g"), ({"steps": 0}, "steps"), ({"batch_size": 4.0}, "batch_size"),
+    ({"critic_slices": True}, "critic_slices"), ({"ema_decay": 1.0}, "ema_decay"),
+])
+def test_bad_settings_name_the_key_and_leave_no_folder(tmp_path, overrides, key):
+    target = tmp_path / "r"
+    with pytest.raises(MatgenInputError, match=key):
+        runs.create_run(target, "slicegan", [micrograph(blobs(64))], overrides={**TINY_SLICEGAN, **overrides})
+    assert not target.exists()
+
+
+def test_image_smaller_than_crop_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(MatgenInputError, match="32x32"):
+        runs.create_run(tmp_path / "r", "slicegan", [micrograph(blobs(24))], overrides=TINY_SLICEGAN)
+    assert not (tmp_path / "r").exists()
+
+
+def test_damaged_runs_are_listed_with_the_reason(tmp_path, run_dir):
+    import json
+    import shutil
+
+    for name, config, progress in [("cfg_list", "[]", None), ("cfg_nodata", None, None),
+                                   ("cfg_garbage", "{not json", None), ("prog_list", None, "[1, 2]"),
+                                   ("prog_garbage", None, "{"), ("prog_step", None, '{"step": "x"}')]:
+        shutil.copytree(run_dir, tmp_path / name)
+        if name == "cfg_nodata":
+            cfg = json.loads((run_dir / "config.json").read_text())
+            del cfg["data"]
+            config = json.dumps(cfg)
+        if config is not None:
+            (tmp_path / name / "config.json").write_text(config)
+        if progress is not None:
+            (tmp_path / name / "progress.json").write_text(progress)
+    infos = {i.name: i for i in runs.list_runs(tmp_path, damaged=True)}
+    assert infos["run"].status == "new" and not infos["run"].problem
+    for name in ("cfg_list", "cfg_nodata", "cfg_garbage", "prog_list", "prog_garbage", "prog_step"):
+        assert infos[name].status == "damaged" and infos[name].problem, name
+    assert "data" in infos["cfg_nodata"].problem and "list" in infos["cfg_list"].problem
+    # without damaged=True the folders that cannot be opened are left out; progress damage is shown
+    plain = {i.name: i.status for i in runs.list_runs(tmp_path)}
+    assert "cfg_list" not in plain and plain["prog_list"] == "damaged" and plain["run"] == "new"
+    with pytest.raises(MatgenInputError, match="damaged"):
+        runs.load_config(tmp_path / "cfg_list")
+    # a damaged progress record does not stop training: it is rewritten
+    assert train.train(tmp_path / "prog_garbage", steps=1, preview_every=0)["step"] == 1
+    assert runs.run_info(tmp_path / "prog_garbage").status == "done"
+
+
+def test_disk_full_keeps_last_checkpoint_and_says_failed(run_dir, monkeypatch):
+    import errno
+    import json
+
+    from matgen_core.errors import DiskFullError
+
+    train.train(run_dir, steps=2, preview_every=0)
+    good = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # part of it is written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    events = []
+    with pytest.raises(DiskFullError, match="Disk full"):
+        train.train(run_dir, steps=6, checkpoint_every=2, preview_every=0, callbacks=[events.append])
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == good
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["status"] == "failed" and "Disk full" in progress["error"] and progress["step"] == 2
+    assert runs.run_info(run_dir).status == "failed"
+    assert events[-1]["type"] == "done" and events[-1]["reason"] == "error"
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train.train(run_dir, steps=3, preview_every=0)["step"] == 3  # resumes from step 2
+
+
+def test_checkpoint_is_flushed_before_the_rename(run_dir, monkeypatch):
+    import os
+
+    order = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (order.append(f"replace {os.path.basename(b)}"),
+                                                     real_replace(a, b))[1])
+    runs.save_checkpoint(run_dir, {"step": 1, "state": {}})
+    i = order.index("replace latest.pt")
+    assert order[i - 1] == "fsync" and order[i + 1:i + 2] == ["fsync"]  # file, rename, folder
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_start(run_dir):
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    left = [run_dir / "checkpoints" / ".latest.x1.tmp", run_dir / ".progress.json.x2.tmp",
+            run_dir / "previews" / ".latest.png.x3.tmp"]
+    for path in left:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"partial")
+    train.train(run_dir, steps=1, preview_every=0)
+    assert not any(p.exists() for p in left)
+
+
+def test_bad_checkpoints_are_clear_errors(run_dir):
+    train.train(run_dir, steps=1, preview_every=0)
+    path = run_dir / "checkpoints" / "latest.pt"
+    torch.save({"step": 1}, path)
+    with pytest.raises(MatgenInputError, match="no 'state'"):
+        train.train(run_dir, steps=2)
+    torch.save({"step": 1, "state": {"generator": {"w": torch.zeros(2)}}}, path)
+    with pytest.raises(MatgenInputError, match="does not fit"):
+        generate.generate(run_dir, shape=16)
+    with pytest.raises(MatgenInputError, match="does not fit"):
+        train.train(run_dir, steps=2)
+
+
+def test_budgets_are_checked(run_dir):
+    for steps, minutes in ((0, None), (-5, None), (None, -1), (None, 0), (None, float("nan"))):
+        with pytest.raises(MatgenInputError):
+            train.train(run_dir, steps=steps, max_minutes=minutes)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "  ", "///", "-"])
+def test_run_names_that_are_not_a_folder_are_refused(tmp_path, name):
+    with pytest.raises(MatgenInputError, match="Run name"):
+        runs.safe_run_dir(tmp_path / "runs", name)
+
+
+def test_run_names_stay_one_folder_inside_the_runs_folder(tmp_path):
+    home = tmp_path / "runs"
+    for name in ("a/b", "../escape", "/etc/passwd", "a\\b", "..hidden", "ok-name_1.2"):
+        path = runs.safe_run_dir(home, name)
+        assert path.parent == home and path.name not in (".", "..") and "/" not in path.name
+    assert runs.safe_run_dir(home, "../escape").name == "..-escape"
