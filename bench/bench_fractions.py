@@ -30,7 +30,7 @@ from matgen_core import fractions, generate, runs  # noqa: E402
 BAR_PP = 1.5
 ELECTRODE = ROOT.parent / "shared" / "data" / "slicegan_examples" / "electrode.tiff"
 # the small network trained for the measured table (a 2-core CPU shared with other jobs)
-SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=20, lz=3, img_size=32, nz=4,
+SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=200, lz=3, img_size=32, nz=4,
              gen_channels=[16, 16, 8, 8], critic_channels=[8, 16, 32], critic_kernels=[4, 4, 4, 4],
              critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0], batch_size=2, real_batch=8,
              critic_iters=1, critic_slices=4)
