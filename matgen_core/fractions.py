@@ -29,7 +29,6 @@ TOLERANCE = 0.002  # the bias search stops when every probe fraction is within t
 PROBE_VOXELS = 2_000_000  # the search uses at most this many voxels (a fixed random subset)
 MORPHOLOGY_SIDE = 64  # morphology change is measured on a central crop of at most this side
 LATTICE_VOXELS = 2**21  # generation fits the bias on at most this many voxels of a global lattice
-BIAS_STEP = 2.0 ** -14  # the fitted bias is rounded to this step (same bias from the same voxels)
 _FLOOR = 1e-30
 
 
@@ -189,8 +188,7 @@ def fit_bias_logp(logp: np.ndarray, targets, tol: float = TOLERANCE,
     that makes k win on exactly a fraction t_k of the voxels is a quantile of
     ``max_{j != k}(log p_j + b_j) - log p_k`` (one ``np.quantile``: an exact 1-D solve). Sweeps
     repeat until every fraction is within ``tol`` (2 phases: one sweep). Order independent (only
-    quantiles and counts), and the bias is rounded to multiples of ``BIAS_STEP``, so the same
-    voxels give the same bias however they were gathered. Returns (bias with mean 0, fractions
+    quantiles and counts), so the same voxels give the same bias however they were gathered. Returns (bias with mean 0, fractions
     of the sample with it, sweeps).
     """
     c = logp.shape[0]
@@ -210,7 +208,6 @@ def fit_bias_logp(logp: np.ndarray, targets, tol: float = TOLERANCE,
             else:
                 bias[k] = np.quantile(need, t[k])
         bias -= bias.mean()
-        bias = np.round(bias / BIAS_STEP) * BIAS_STEP
         frac = argmax_fractions(logp, bias)
     return bias.astype(np.float32), frac, sweeps
 
