@@ -436,7 +436,25 @@ class SliceGANTrainer:
         """Per-volume target fractions for this step (conditional SliceGAN), else None."""
         if not self.conditional:
             return None
+        self._init_fraction_path()
         return sample_targets(self.fraction_center, self.fraction_range, batch)
+
+    @torch.no_grad()
+    def _init_fraction_path(self) -> None:
+        """Start the generator's direct fraction path at the right size (once, before step 1).
+
+        Shifting phase k's logit by ``log(t_k / c_k)`` (c: training fractions) moves its share
+        from about c_k to about t_k; to first order that is ``code_k * fraction_range / c_k``,
+        so ``cond_logits`` starts as that diagonal map instead of zero and training refines it
+        (the noise path then learns the morphology at each target). Only for a fresh network
+        (all-zero map); a resumed or loaded one is left as it is.
+        """
+        nets = [self.generator] + ([self.generator_ema] if self.generator_ema is not None else [])
+        if any(bool(net.cond_logits.weight.abs().sum() > 0) for net in nets):
+            return
+        weight = torch.diag(self.fraction_range / self.fraction_center.clamp_min(0.02))
+        for net in nets:
+            net.cond_logits.weight.copy_(weight.to(net.cond_logits.weight))
 
     def _real(self, axis: int, targets: torch.Tensor | None) -> torch.Tensor:
         """Real crops for slicing direction ``axis`` (near the targets when conditional)."""
