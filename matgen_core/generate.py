@@ -144,15 +144,16 @@ def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, po
                                "(use --seed for others).")
     shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
     targets = None
-    if policy != "raw":
+    if policy != "raw" and data["kind"] != "nphase":
+        raise MatgenInputError("Phase-fraction policies need a run trained on segmented (n-phase) "
+                               "data; this run makes gray/colour values (use the raw policy).")
+    if data["kind"] == "nphase":
         from . import fractions as _fractions
 
-        if data["kind"] != "nphase":
-            raise MatgenInputError("Phase-fraction policies need a run trained on segmented (n-phase) "
-                                   "data; this run makes gray/colour values (use the raw policy).")
         rng = _fractions.supported_range(run_dir)
-        targets = np.asarray(rng["center"]) if policy == "calibrated" else _fractions.check_targets(fractions, rng)
         base["training_fractions"] = rng["center"]
+        if policy != "raw":
+            targets = np.asarray(rng["center"]) if policy == "calibrated" else _fractions.check_targets(fractions, rng)
     if tile is not None and tile < 0:
         raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
     if tile is None:  # automatic: tiles only when one pass would not fit in memory
