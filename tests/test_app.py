@@ -315,6 +315,34 @@ def test_generate_with_phase_fractions(home):
         assert at.session_state["generated"] is gen
 
 
+def test_train_for_phase_fraction_control_checkbox(home):
+    """The Train page's checkbox makes a conditional SliceGAN run with the chosen range, and the
+    phase-fraction difference is plotted against the step."""
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    check(at)
+    at.text_area(key="new_extra").set_value(json.dumps(TINY))
+    at.number_input(key="new_steps_slicegan_quick").set_value(3)
+    at.checkbox(key="new_conditional").check().run()
+    check(at)
+    at.slider(key="new_fraction_range").set_value(8)
+    at.button(key="start_btn").click().run()
+    check(at)
+    run_dir = Path(at.session_state["run_dir"])
+    mc = json.loads((run_dir / "config.json").read_text())["model_config"]
+    assert mc["conditional"] is True and mc["fraction_range"] == pytest.approx(0.08)
+    for _ in range(240):
+        time.sleep(0.5)
+        at.run()
+        check(at)
+        bar = at.get("progress")
+        if bar and bar[0].proto.text.startswith("Finished"):
+            break
+    assert bar[0].proto.text.startswith("Finished: step 3 / 3"), bar[0].proto.text
+    figs = [c for c in at.get("plotly_chart") if "Phase-fraction difference" in c.proto.spec]
+    assert figs, "no fraction-difference chart"
+
+
 def test_analyze_headline_says_under_trained(home, monkeypatch):
     """A 2-step run, calibrated to the training fractions: the fractions match by construction,
     yet the Analyze headline says the generator is under-trained (from S2 / surface area /
