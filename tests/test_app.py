@@ -186,7 +186,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     # Analyze
     at.switch_page("pages/analyze.py").run(timeout=120)
     check(at)
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
     assert "phase fraction" in set(table["metric"])
     assert "percolating fraction (2D, slice-wise)" in set(table["metric"])
     assert any("3D percolation" in m.value for m in at.markdown)
@@ -403,7 +403,8 @@ def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     assert gen.array.shape[0] == 4 and len(at.image) >= 4
     at.switch_page("pages/analyze.py").run(timeout=120)
     check(at)
-    assert at.dataframe and "phase fraction" in set(at.dataframe[0].value["metric"])
+    assert any("metric" in d.value.columns and "phase fraction" in set(d.value["metric"])
+               for d in at.dataframe)
     captured = {}
     from streamlit.runtime.media_file_manager import MediaFileManager
 
