@@ -37,7 +37,7 @@ SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=500, lz=3, im
              critic_iters=1, critic_slices=4)
 
 
-def train_small(run_dir: Path, minutes: float) -> None:
+def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides) -> None:
     from matgen_core import io, train
     from matgen_core.io import Micrograph
     from matgen_core.synthetic import synthetic_microstructure
@@ -49,8 +49,8 @@ def train_small(run_dir: Path, minutes: float) -> None:
         labels, values, source = synthetic_microstructure((256, 256), 3, 12, seed=0), [0, 1, 2], "synthetic"
     m = Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase",
                    phase_values=list(values), voxel_size=None, unit="px", source=source)
-    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides=SMALL, seed=0)
-    result = train.train(run_dir, steps=100000, max_minutes=minutes, device="cpu")
+    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=0)
+    result = train.train(run_dir, steps=steps, max_minutes=minutes, device="cpu")
     print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min")
 
 

@@ -724,16 +724,20 @@ def write_vti(path, volume, voxel_size: float | None = 1.0, generation: dict | N
     grid.save(str(path))
 
 
-def to_bytes(volume, fmt: str, *, voxel_size: float | None = None, unit: str = "px", phase_values=None) -> bytes:
+def to_bytes(volume, fmt: str, *, voxel_size: float | None = None, unit: str = "px", phase_values=None,
+             generation: dict | None = None) -> bytes:
     """Encode ``volume`` in memory, e.g. for a download button.
 
     ``fmt`` is "tif" (``write_tiff``, with all metadata), "npy" (``write_npy``), "vti"
     (``write_vti``, voxel_size only) or "png" (a 2D image, uint8 as for ``write_tiff``; no metadata).
+    ``generation``: the generation record, stored in "tif" and "vti" (a .npy download has no room
+    for it: its sidecar is a separate file).
     """
     fmt = fmt.lower().lstrip(".")
     buffer = io.BytesIO()
     if fmt in ("tif", "tiff"):
-        write_tiff(buffer, volume, voxel_size=voxel_size, unit=unit, phase_values=phase_values)
+        write_tiff(buffer, volume, voxel_size=voxel_size, unit=unit, phase_values=phase_values,
+                   generation=generation)
     elif fmt == "npy":
         write_npy(buffer, volume)
     elif fmt == "png":
@@ -746,7 +750,7 @@ def to_bytes(volume, fmt: str, *, voxel_size: float | None = None, unit: str = "
     elif fmt == "vti":
         with tempfile.TemporaryDirectory() as folder:
             target = Path(folder) / "volume.vti"
-            write_vti(target, volume, voxel_size=voxel_size)
+            write_vti(target, volume, voxel_size=voxel_size, generation=generation)
             return target.read_bytes()
     else:
         raise MatgenInputError(f"Unknown format '{fmt}'; choose tif, npy, vti or png.")
