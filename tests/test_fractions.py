@@ -165,3 +165,19 @@ def test_sharpened_density_loss_tracks_the_labels():
     soft_gap = abs(fake[:, 0].mean().item() - 0.5)
     assert soft_gap < 0.02 and argmax_gap > 0.2, "soft mean on target, labels off it"
     assert 0.5 * argmax_gap < err <= argmax_gap + 1e-6 and float(loss) > 0
+
+
+def test_averaged_generator_statistics_are_estimated_over_the_trained_range():
+    """The EMA generator's BatchNorm statistics see targets over the whole range, as in training
+    (estimated at the centre alone they shift every off-centre volume)."""
+    tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True, ema_decay=0.9)
+    t = tr._refresh_targets(64, torch.Generator().manual_seed(0))
+    assert t.shape == (64, 2) and float(t[:, 0].std()) > 0.03
+    assert ((t - tr.fraction_center).abs() <= tr.fraction_range + 1e-5).all()
+    assert trainer([blobs(64)], 2)._refresh_targets(4, torch.Generator()) is None
+    tr.train_step(1)
+    seen = []
+    original = tr._condition
+    tr._condition = lambda z, targets: (seen.append(targets), original(z, targets))[1]
+    tr.sampling_generator  # stale after the step: statistics re-estimated
+    assert seen and all(s is not None and s.shape[0] == z for s, z in zip(seen, [2] * len(seen)))
