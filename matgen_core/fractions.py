@@ -6,14 +6,16 @@ Two mechanisms (docs/fractions.md):
   extra constant latent channels of the generator, trained over ``fraction_range`` around the
   training image's fractions with the density loss. It moves the whole morphology toward the
   target, but only approximately (a few pp after a short training).
-* **Calibration** (any n-phase SliceGAN run, conditional or not): a per-phase bias on the
-  generator's logits (``log p``; softmax is shift invariant, so this is a logit bias) is searched
-  so that the argmax labels hit the targets, then applied to the volume. For a conditional model it
-  closes the conditioning's residual gap; for a plain model it is the whole mechanism, so its
-  supported range is limited to +-``CALIBRATION_LIMIT`` around the training fractions (further
-  out, thresholding one model's output no longer looks like the material).
+* **The logit bias** (any n-phase SliceGAN run, conditional or not; the "calibrated" and
+  "steered" label policies of generate.py): a per-phase bias on the generator's logits
+  (``log p``; softmax is shift invariant, so this is a logit bias) is fitted so that the argmax
+  labels hit the targets. Generation fits it on a :class:`LatticeSample` of the whole volume and
+  applies it with :func:`labels_from_probs`, so one pass, tiles and streams agree. For a
+  conditional model it closes the conditioning's residual gap; for a plain model it is the whole
+  mechanism, so its supported range is limited to +-``CALIBRATION_LIMIT`` around the training
+  fractions (further out, thresholding one model's output no longer looks like the material).
 
-Everything works on the generator's softmax output ``probs`` (C, Z, Y, X).
+Everything works on the generator's softmax output ``probs`` (C, Z, Y, X) or its log.
 """
 from __future__ import annotations
 
