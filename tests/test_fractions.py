@@ -46,6 +46,11 @@ def test_sample_targets_stay_in_range_and_on_simplex():
 def test_condition_channels_change_the_output_and_default_is_training_fractions():
     tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True)
     assert tr.generator.convs[0].in_channels == TINY_SLICEGAN["nz"] + 2
+    tr._init_fraction_path()  # as the first training step does: the direct path starts non-zero
+    with torch.no_grad():  # and a morphology path as training would make it
+        for net in (tr.generator, tr.generator_ema):
+            for lin in net.cond_shift:
+                lin.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     center = tr.fraction_center.numpy()
     a = tr.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5])
     b = tr.sample((32, 32, 32), seed=0, fractions=[0.75, 0.25])
@@ -58,6 +63,12 @@ def test_condition_channels_change_the_output_and_default_is_training_fractions(
     assert np.array_equal(tr2.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5]), a)
     with pytest.raises(ValueError, match="not conditional"):
         trainer([blobs(64)], 2).sample((32, 32, 32), fractions=[0.5, 0.5])
+    # a checkpoint from before the post-normalisation code path loads as it was trained
+    legacy = {k: v for k, v in tr.state_dict()["generator"].items() if not k.startswith("cond_shift.")}
+    tr3 = trainer(None, 2, conditional=True)
+    tr3.generator.load_state_dict(legacy)
+    assert tr3.generator.code_at_input and not tr2.generator.code_at_input
+    assert all(float(lin.weight.detach().abs().sum()) == 0 for lin in tr3.generator.cond_shift)
 
 
 def test_conditional_training_steps_log_fraction_error(tmp_path):
