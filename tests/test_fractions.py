@@ -88,6 +88,9 @@ def test_conditional_training_steps_log_fraction_error(tmp_path):
     assert np.allclose(got, t, atol=0.005)
     assert res.policy == "steered" and res.info["conditional"] and "s2" in res.info["morphology"]
     assert np.allclose(res.info["achieved_fractions"], got)
+    one = generate.generate(run, shape=(48, 40, 56), seed=3, fractions=t, device="cpu", tile=0)
+    tiled = generate.generate(run, shape=(48, 40, 56), seed=3, fractions=t, device="cpu", tile=16)
+    assert "tiles" in tiled.info["computed"] and np.array_equal(tiled.array, one.array)
     with pytest.raises(MatgenInputError, match="trained range"):
         generate.generate(run, shape=(32, 32, 32), fractions=[rng["center"][0] - 0.2,
                                                               rng["center"][1] + 0.2], device="cpu")
