@@ -4,7 +4,7 @@ For targets across a run's supported range (the training fractions, and each pha
 down by ``--shift`` of the range, the others compensating in proportion), several seeds and sizes:
 the fractions the generator gives by itself (conditional models: conditioned on the target), the
 fractions after logit calibration, and the morphology change against the unconditioned volume.
-Bar: every calibrated fraction within 1.5 percentage points of its target.
+Bars (issue #14): calibrated within 0.5 pp of every target, the generator alone within 2 pp.
 
     python bench/bench_fractions.py --run RUN [--sizes 96,160] [--seeds 0,1] [--json out.json]
     python bench/bench_fractions.py --train-minutes 20 --run NEW_RUN_DIR    # train one first
@@ -27,16 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from matgen_core import fractions, generate, runs  # noqa: E402
 
-BAR_PP = 1.5
+BAR_PP = 0.5  # calibrated (issue #14)
+GEN_BAR_PP = 2.0  # generator alone (issue #14)
 ELECTRODE = ROOT.parent / "shared" / "data" / "slicegan_examples" / "electrode.tiff"
 # the small network trained for the measured table (a 2-core CPU shared with other jobs)
-SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=20, lz=3, img_size=32, nz=4,
+SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=500, lz=3, img_size=32, nz=4,
              gen_channels=[16, 16, 8, 8], critic_channels=[8, 16, 32], critic_kernels=[4, 4, 4, 4],
              critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0], batch_size=2, real_batch=8,
              critic_iters=1, critic_slices=4)
 
 
-def train_small(run_dir: Path, minutes: float) -> None:
+def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides) -> None:
     from matgen_core import io, train
     from matgen_core.io import Micrograph
     from matgen_core.synthetic import synthetic_microstructure
@@ -48,8 +49,8 @@ def train_small(run_dir: Path, minutes: float) -> None:
         labels, values, source = synthetic_microstructure((256, 256), 3, 12, seed=0), [0, 1, 2], "synthetic"
     m = Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase",
                    phase_values=list(values), voxel_size=None, unit="px", source=source)
-    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides=SMALL, seed=0)
-    result = train.train(run_dir, steps=100000, max_minutes=minutes, device="cpu")
+    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=0)
+    result = train.train(run_dir, steps=steps, max_minutes=minutes, device="cpu")
     print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min")
 
 
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
             for t in targets_for(rng, args.shift):
                 t0 = time.perf_counter()
                 res = generate.generate(run, shape=(n, n, n), seed=seed, fractions=t, device="cpu")
-                f = res.fractions
+                f = res.info
+                f["before"], f["achieved"] = f["generator_fractions"], f["achieved_fractions"]
                 row = dict(size=n, seed=seed, mode="conditional" if f["conditional"] else "calibration",
                            target=list(t), generator=f["before"], achieved=f["achieved"],
                            gen_err_pp=100 * float(np.max(np.abs(np.subtract(f["before"], t)))),
@@ -144,7 +146,9 @@ def main(argv=None) -> int:
     gen = [r["gen_err_pp"] for r in main_rows]
     verdict = "PASS" if worst <= BAR_PP else "FAIL"
     print(f"\nworst calibrated error {worst:.3f} pp (bar {BAR_PP} pp): {verdict}; "
-          f"generator alone: mean {np.mean(gen):.2f} pp, worst {np.max(gen):.2f} pp")
+          f"generator alone: mean {np.mean(gen):.2f} pp, worst {np.max(gen):.2f} pp "
+          f"(issue #14 bar: generator alone {GEN_BAR_PP} pp: "
+          f"{'PASS' if np.max(gen) <= GEN_BAR_PP else 'FAIL'})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0 if worst <= BAR_PP else 1

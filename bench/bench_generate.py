@@ -13,7 +13,7 @@ runtime (~0.3-0.4 GB). Cases:
   paper volume needs ~13 GB of activations, more than this machine can spare).
 * ``onepass`` - ``SliceGANTrainer.sample`` as shipped: one pass, fp32, channels-last, BatchNorm
   folded into the convolutions, the last layer as a sub-pixel convolution (models/slicegan.py).
-* ``tiled``   - ``tiling.generate_array`` with the tile ``choose_tile`` picks for ``--budget-gb``
+* ``tiled``   - ``generate.make_volume`` (raw policy) with the tile ``choose_tile`` picks for ``--budget-gb``
   of activations; the result is hashed and compared with ``onepass`` where both ran.
 * ``stream``  - with ``--big``: 1024^3 written tile by tile into a memory-mapped .npy (or BigTIFF)
   in ``--tmp``; reports the time (long on a CPU) and peak RSS.
@@ -54,7 +54,9 @@ def run_case(args) -> dict:
     import numpy as np
     import torch
 
-    from matgen_core import tiling
+    from matgen_core import io, tiling
+    from matgen_core.fractions import labels_from_probs
+    from matgen_core.generate import make_volume
     from matgen_core.data import decode
 
     if args.threads:
@@ -75,14 +77,16 @@ def run_case(args) -> dict:
         vol = decode(tr.sample(shape, seed=1), "nphase")
     elif args.case == "tiled":
         tile = args.tile or tiling.choose_tile(shape, tr.config, budget)
-        vol = tiling.generate_array(tr, shape, seed=1, tile=tile)
+        vol, _ = make_volume(tr, shape, seed=1, tile=tile)
     else:  # stream
         tile = args.tile or tiling.choose_tile(shape, tr.config, budget) or 256
         out = Path(args.tmp) / f"bench_{n}.{args.big_format}"
         if args.big_format == "npy":
-            vol = tiling.generate_npy(out, tr, shape, seed=1, tile=tile)
-        else:
-            tiling.generate_bigtiff(out, tr, shape, seed=1, tile=tile, phase_values=list(range(args.phases)))
+            vol, _ = make_volume(tr, shape, seed=1, tile=tile, out_path=out)
+        else:  # BigTIFF streamed plane by plane, whatever the size
+            plan = tiling.TilePlan(tr, shape, seed=1, tile=tile)
+            planes = (p for _, slab in plan.slabs(labels_from_probs) for p in slab)
+            io.write_bigtiff_planes(out, planes, shape, phase_values=list(range(args.phases)))
             vol = None
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - c0

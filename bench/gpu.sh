@@ -65,12 +65,22 @@ with torch.no_grad():
 shape = (size,) * 3
 tr.sample((64, 64, 64))
 ref = None
+from matgen_core.generate import make_volume
+
+
+def tiled(tile, precision):  # the generation pipeline (raw policy) at this precision
+    tr.config["precision"] = precision
+    try:
+        return make_volume(tr, shape, seed=1, tile=tile)[0]
+    finally:
+        tr.config["precision"] = "fp32"
+
+
 for name, fn in [
     ("one-pass fp32", lambda: decode(tr.sample(shape, seed=1), "nphase")),
-    ("tiled auto fp32", lambda: tiling.generate_array(tr, shape, seed=1, precision="fp32",
-                                                      tile=tiling.choose_tile(shape, cfg, device=dev))),
-    ("tiled 256 fp32", lambda: tiling.generate_array(tr, shape, seed=1, tile=256, precision="fp32")),
-    ("tiled 256 bf16", lambda: tiling.generate_array(tr, shape, seed=1, tile=256, precision="bf16")),
+    ("tiled auto fp32", lambda: tiled(tiling.choose_tile(shape, cfg, device=dev), "fp32")),
+    ("tiled 256 fp32", lambda: tiled(256, "fp32")),
+    ("tiled 256 bf16", lambda: tiled(256, "bf16")),
 ]:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()

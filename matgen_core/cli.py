@@ -304,26 +304,16 @@ def cmd_generate(args) -> int:
     _check_output_size(args, out, shape)
     from . import generate
 
-    # generate() writes --out itself: large volumes are streamed there tile by tile (tiling.py)
+    if args.raw and args.calibrate:
+        raise MatgenInputError("--raw and --calibrate are two label policies; pick one.")
+    policy = "raw" if args.raw else "calibrated" if args.calibrate else None
+    # generate() writes --out itself: .npy (and > 2 GB TIFFs) are streamed there tile by tile
     result = generate.generate(args.run, shape=shape, seed=args.seed, count=args.count,
                                device=args.device, periodic=periodic, tile=args.tile, out_path=out,
-                               fractions=args.fractions, calibrate=not args.raw)
+                               policy=policy, fractions=args.fractions)
     print(f"wrote {out} shape {tuple(result.array.shape)} {result.array.dtype}")
-    if result.kind == "nphase" and not result.fractions and not args.raw and not args.count:
-        print("note: generated in tiles, so the phase fractions are the generator's own "
-              "(default calibration needs one pass; --fractions F0,F1,... fits it on a 128^3 probe)")
-    if result.fractions:  # phase-fraction control report
-        f = result.fractions
-        probe = ""  # tiled beyond the probe: the generator alone was measured on the probe
-        if f.get("probe") and tuple(f["probe"]) != tuple(result.array.shape[:3]):
-            probe = f" (on its {'x'.join(map(str, f['probe']))} corner)"
-        print("fractions target " + " ".join(f"{v:.4f}" for v in f["target"]) + f" | generator{probe} "
-              + " ".join(f"{v:.4f}" for v in f["before"]) + " | achieved "
-              + " ".join(f"{v:.4f}" for v in f["achieved"]))
-        if f.get("morphology"):
-            m = f["morphology"]
-            print(f"morphology change vs unconditioned: S2 {m['s2']:.4f}, surface area "
-                  f"{100 * (m['surface_area'] or 0):.1f} %")
+    for line in generate.describe(result.info):
+        print(line)
     return 0
 
 
@@ -413,10 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x")
     g.add_argument("--device", default="auto")
     g.add_argument("--raw", action="store_true",
-                   help="the generator's own phase fractions (default: calibrated to the "
-                        "training image's; see docs/fractions.md)")
+                   help="the generator's own labels, argmax with no bias (the default; "
+                        "see docs/fractions.md)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="calibrated: a per-phase logit bias meets the training image's phase "
+                        "fractions (SliceGAN n-phase runs)")
     g.add_argument("--fractions", metavar="F0,F1,...",
-                   help="target phase fractions, one per phase, summing to 1 (SliceGAN n-phase runs)")
+                   help="steered: target phase fractions, one per phase, summing to 1 "
+                        "(SliceGAN n-phase runs)")
     g.add_argument("--tile", type=int, metavar="N",
                    help="generate in tiles of N voxels a side (same volume, bounded memory); "
                         "default: automatic when one pass would not fit; 0: one pass")

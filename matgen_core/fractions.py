@@ -6,19 +6,22 @@ Two mechanisms (docs/fractions.md):
   extra constant latent channels of the generator, trained over ``fraction_range`` around the
   training image's fractions with the density loss. It moves the whole morphology toward the
   target, but only approximately (a few pp after a short training).
-* **Calibration** (any n-phase SliceGAN run, conditional or not): a per-phase bias on the
-  generator's logits (``log p``; softmax is shift invariant, so this is a logit bias) is searched
-  so that the argmax labels hit the targets, then applied to the volume. For a conditional model it
-  closes the conditioning's residual gap; for a plain model it is the whole mechanism, so its
-  supported range is limited to +-``CALIBRATION_LIMIT`` around the training fractions (further
-  out, thresholding one model's output no longer looks like the material).
+* **The logit bias** (any n-phase SliceGAN run, conditional or not; the "calibrated" and
+  "steered" label policies of generate.py): a per-phase bias on the generator's logits
+  (``log p``; softmax is shift invariant, so this is a logit bias) is fitted so that the argmax
+  labels hit the targets. Generation fits it on a :class:`LatticeSample` of the whole volume and
+  applies it with :func:`labels_from_probs`, so one pass, tiles and streams agree. For a
+  conditional model it closes the conditioning's residual gap; for a plain model it is the whole
+  mechanism, so its supported range is limited to +-``CALIBRATION_LIMIT`` around the training
+  fractions (further out, thresholding one model's output no longer looks like the material).
 
-Everything works on the generator's softmax output ``probs`` (C, Z, Y, X).
+Everything works on the generator's softmax output ``probs`` (C, Z, Y, X) or its log.
 """
 from __future__ import annotations
 
 
 import numpy as np
+import torch
 
 from . import runs
 from .errors import MatgenInputError
@@ -27,7 +30,7 @@ CALIBRATION_LIMIT = 0.15  # +- fraction range of a non-conditional model (15 per
 TOLERANCE = 0.002  # the bias search stops when every probe fraction is within this of its target
 PROBE_VOXELS = 2_000_000  # the search uses at most this many voxels (a fixed random subset)
 MORPHOLOGY_SIDE = 64  # morphology change is measured on a central crop of at most this side
-PROBE_SIDE = 128  # tiled volumes: the bias is fitted on their corner of at most this side
+LATTICE_VOXELS = 2**21  # generation fits the bias on at most this many voxels of a global lattice
 _FLOOR = 1e-30
 
 
@@ -46,15 +49,19 @@ def _nphase_config(run_dir) -> dict:
     return config
 
 
+def image_fractions(images, n_phases: int) -> np.ndarray:
+    """Mean over ``images`` (label arrays 0..n-1) of each one's phase fractions, (n_phases,)."""
+    fr = []
+    for im in images:
+        counts = np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=n_phases)[:n_phases]
+        fr.append(counts / counts.sum())
+    return np.mean(fr, axis=0)
+
+
 def training_fractions(run_dir) -> np.ndarray:
     """Mean phase fractions of the run's training image(s) (the trainer's own definition)."""
     config = _nphase_config(run_dir)
-    n = int(config["data"]["n_phases"])
-    fr = []
-    for im in runs.load_images(run_dir):
-        counts = np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=n)[:n]
-        fr.append(counts / counts.sum())
-    return np.mean(fr, axis=0)
+    return image_fractions(runs.load_images(run_dir), int(config["data"]["n_phases"]))
 
 
 def supported_range(run_dir) -> dict:
@@ -147,6 +154,27 @@ def _logp(probs: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(probs, dtype=np.float32), _FLOOR))
 
 
+def log_probs(probs: torch.Tensor) -> torch.Tensor:
+    """``log p`` (floored at 1e-30) of the generator's softmax output, float32, in torch."""
+    return torch.log(probs.float().clamp_min(_FLOOR))
+
+
+def labels_from_probs(probs, bias=None) -> np.ndarray:
+    """uint8 labels ``argmax(log p + bias)`` over the first axis of ``probs`` (C, *spatial).
+
+    The one place a phase-fraction bias is applied (generation applies it to every tile through
+    this function, so one pass, tiles and streams give the same labels). ``probs``: torch tensor or
+    ndarray; ``bias``: per-phase logit bias or None (plain argmax).
+    """
+    p = torch.as_tensor(probs)
+    if bias is None:
+        out = torch.argmax(p, dim=0)
+    else:
+        b = torch.as_tensor(np.asarray(bias, np.float32), device=p.device).view(-1, *([1] * (p.dim() - 1)))
+        out = torch.argmax(log_probs(p) + b, dim=0)
+    return out.to(torch.uint8).cpu().numpy()
+
+
 def argmax_fractions(logp: np.ndarray, bias=None) -> np.ndarray:
     """Fractions of argmax(logp + bias) over voxels; ``logp`` is (C, N)."""
     c = logp.shape[0]
@@ -154,22 +182,19 @@ def argmax_fractions(logp: np.ndarray, bias=None) -> np.ndarray:
     return np.bincount(np.argmax(s, axis=0), minlength=c)[:c] / s.shape[1]
 
 
-def fit_bias(probs: np.ndarray, targets, tol: float = TOLERANCE, max_sweeps: int = 30,
-             max_voxels: int = PROBE_VOXELS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-phase logit bias so the argmax fractions of ``probs`` (C, ...) meet ``targets``.
+def fit_bias_logp(logp: np.ndarray, targets, tol: float = TOLERANCE,
+                  max_sweeps: int = 30) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-phase logit bias so the argmax fractions of ``logp`` (C, N) meet ``targets``.
 
     Coordinate search (Gauss-Seidel): for each phase k in turn, given the other biases, the bias
     that makes k win on exactly a fraction t_k of the voxels is a quantile of
     ``max_{j != k}(log p_j + b_j) - log p_k`` (one ``np.quantile``: an exact 1-D solve). Sweeps
-    repeat until every fraction is within ``tol`` (2 phases: one sweep). Works on at most
-    ``max_voxels`` randomly chosen voxels. Returns (bias with mean 0, probe fractions, sweeps).
+    repeat until every fraction is within ``tol`` (2 phases: one sweep). Order independent (only
+    quantiles and counts), so the same voxels give the same bias however they were gathered. Returns (bias with mean 0, fractions
+    of the sample with it, sweeps).
     """
-    c = probs.shape[0]
+    c = logp.shape[0]
     t = np.asarray(targets, dtype=np.float64)
-    logp = _logp(probs).reshape(c, -1)
-    if logp.shape[1] > max_voxels:
-        idx = np.random.default_rng(seed).choice(logp.shape[1], max_voxels, replace=False)
-        logp = logp[:, idx]
     bias = np.zeros(c, np.float64)
     frac = argmax_fractions(logp)
     sweeps = 0
@@ -189,21 +214,34 @@ def fit_bias(probs: np.ndarray, targets, tol: float = TOLERANCE, max_sweeps: int
     return bias.astype(np.float32), frac, sweeps
 
 
+def fit_bias(probs: np.ndarray, targets, tol: float = TOLERANCE, max_sweeps: int = 30,
+             max_voxels: int = PROBE_VOXELS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`fit_bias_logp` on softmax ``probs`` (C, ...), on at most ``max_voxels`` voxels
+    (a seeded random subset)."""
+    c = probs.shape[0]
+    logp = _logp(probs).reshape(c, -1)
+    if logp.shape[1] > max_voxels:
+        idx = np.random.default_rng(seed).choice(logp.shape[1], max_voxels, replace=False)
+        logp = logp[:, idx]
+    return fit_bias_logp(logp, targets, tol=tol, max_sweeps=max_sweeps)
+
+
 def apply_bias(probs: np.ndarray, bias) -> np.ndarray:
     """uint8 labels argmax(log p + bias) of ``probs`` (C, *spatial), in slabs to bound memory."""
-    bias = np.asarray(bias, np.float32).reshape(-1, *([1] * (probs.ndim - 1)))
     out = np.empty(probs.shape[1:], np.uint8)
     step = max(1, 2 ** 22 // max(1, int(np.prod(probs.shape[2:]))))
     for z in range(0, probs.shape[1], step):
-        out[z:z + step] = np.argmax(_logp(probs[:, z:z + step]) + bias, axis=0)
+        out[z:z + step] = labels_from_probs(np.ascontiguousarray(probs[:, z:z + step]), bias)
     return out
 
 
 def calibrate(probs: np.ndarray, targets, tol: float = TOLERANCE, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Labels of ``probs`` whose phase fractions meet ``targets``, and what was done.
+    """Labels of ``probs`` (an in-memory (C, ...) softmax array) whose phase fractions meet
+    ``targets``, and what was done.
 
     Returns (uint8 labels, info) with info ``{"target", "before" (plain argmax fractions),
-    "achieved" (fractions of the returned labels), "bias", "sweeps"}``.
+    "achieved" (fractions of the returned labels), "bias", "sweeps"}``. (Generation uses
+    :class:`LatticeSample` instead, so tiles and streams get the same bias.)
     """
     c = probs.shape[0]
     before = np.bincount(np.argmax(probs, axis=0).ravel(), minlength=c)[:c] / probs[0].size
@@ -213,6 +251,41 @@ def calibrate(probs: np.ndarray, targets, tol: float = TOLERANCE, seed: int = 0)
     return labels, {"target": [float(v) for v in targets], "before": [float(v) for v in before],
                     "achieved": [float(v) for v in achieved], "bias": [float(v) for v in bias],
                     "sweeps": int(sweeps)}
+
+
+class LatticeSample:
+    """``log p`` of a volume's voxels on a global lattice, gathered tile by tile.
+
+    The voxels whose (z, y, x) are all multiples of ``stride`` (the smallest stride that keeps at
+    most ``max_voxels`` of them; 1, i.e. every voxel, up to 128^3): a deterministic sample of the
+    whole volume that does not depend on how the volume is cut into tiles. ``add(out, origin)``
+    takes a tile's generator output (C, dz, dy, dx), torch) and its global origin; ``fit(targets)``
+    returns the bias (:func:`fit_bias_logp`) and ``fractions()`` the generator-alone fractions
+    of the sample.
+    """
+
+    def __init__(self, shape, max_voxels: int = LATTICE_VOXELS):
+        n = int(np.prod(shape))
+        self.stride = max(1, int(np.ceil((n / max_voxels) ** (1 / 3) - 1e-9)))
+        while int(np.prod([-(-s // self.stride) for s in shape])) > max_voxels:
+            self.stride += 1
+        self.parts: list[np.ndarray] = []
+
+    def add(self, out: torch.Tensor, origin) -> None:
+        s = self.stride
+        first = [(-o) % s for o in origin]
+        part = out[:, first[0]::s, first[1]::s, first[2]::s]
+        self.parts.append(log_probs(part).reshape(out.shape[0], -1).cpu().numpy())
+
+    def logp(self) -> np.ndarray:
+        return np.concatenate(self.parts, axis=1)
+
+    def fractions(self) -> np.ndarray:
+        return argmax_fractions(self.logp())
+
+    def fit(self, targets) -> tuple[np.ndarray, int]:
+        bias, _, sweeps = fit_bias_logp(self.logp(), targets)
+        return bias, sweeps
 
 
 def _central(a: np.ndarray, side: int) -> np.ndarray:
@@ -240,67 +313,20 @@ def morphology_change(reference: np.ndarray, labels: np.ndarray, n_phases: int,
             "shape": list(ref.shape)}
 
 
-# ----------------------------------------------------------------------------------------------
-# the generation path used by generate.generate(..., fractions=...)
-# ----------------------------------------------------------------------------------------------
-
-def generate_labels(trainer, run_dir, shape, seed: int, fractions, periodic=(False, False, False),
-                    morphology: bool = True, sampler=None) -> tuple[np.ndarray, dict]:
-    """Labels of ``shape`` from ``trainer`` at the requested ``fractions`` and a report.
-
-    ``sampler(shape, seed, fractions)`` returns the generator's (C, Z, Y, X) output (default:
-    ``trainer.sample``; generate.py may pass a tiled one). Conditional models are sampled at the
-    targets, then every model is calibrated on the volume itself (so the whole volume meets the
-    target, not just a probe). ``morphology``: also compare with the unconditioned volume (same
-    seed, training fractions, no bias) on a central crop of at most ``MORPHOLOGY_SIDE``.
-    """
-    rng = supported_range(run_dir)
-    targets = check_targets(fractions, rng)
-    conditional = bool(getattr(trainer, "conditional", False))
-    if sampler is None:
-        def sampler(shp, sd, fr):
-            if fr is None:
-                return trainer.sample(shp, seed=sd, periodic=periodic)
-            return trainer.sample(shp, seed=sd, periodic=periodic, fractions=fr)
-    probs = sampler(tuple(shape), seed, targets if conditional else None)
-    labels, info = calibrate(probs, targets, seed=seed)
-    info.update(conditional=conditional, method=rng["method"], supported=rng)
-    if morphology:
-        if conditional:  # both at the crop size, same seed (same latent noise), same bias
-            crop = tuple(min(int(s), MORPHOLOGY_SIDE) for s in shape)
-            ref = np.argmax(sampler(crop, seed, None), axis=0).astype(np.uint8)
-            gen = apply_bias(sampler(crop, seed, targets), info["bias"])
-        else:
-            ref, gen = np.argmax(probs, axis=0).astype(np.uint8), labels
-        info["morphology"] = morphology_change(ref, gen, probs.shape[0])
-    return labels, info
+def steering_morphology(trainer, shape, seed: int, targets, bias, periodic=(False, False, False)) -> dict:
+    """Morphology change of a steered volume: its central crop (at most ``MORPHOLOGY_SIDE``)
+    against the same seed's raw volume (unconditioned: training fractions, no bias)."""
+    crop = tuple(min(int(s), MORPHOLOGY_SIDE) for s in shape)
+    raw = trainer.sample(crop, seed=seed, periodic=periodic)
+    ref = labels_from_probs(raw)
+    if getattr(trainer, "conditional", False):
+        gen = labels_from_probs(trainer.sample(crop, seed=seed, periodic=periodic, fractions=targets), bias)
+    else:
+        gen = labels_from_probs(raw, bias)
+    return morphology_change(ref, gen, raw.shape[0])
 
 
-def probe_calibration(trainer, run_dir, shape, seed: int, fractions, periodic=(False, False, False),
-                      morphology: bool = True) -> dict:
-    """Calibration of a volume too big for one pass (generated in tiles by tiling.py).
-
-    The per-phase bias is fitted on the volume's own corner of at most ``PROBE_SIDE`` voxels a
-    side (the same latent, so the same voxels the tiles will make there), exactly as
-    :func:`generate_labels` fits a whole volume; the tiles then apply it. Returns the report of
-    :func:`generate_labels` for the probe plus ``"probe"`` (its shape); ``"before"`` is the
-    generator alone on the probe, and the caller replaces ``"achieved"`` with the whole volume's.
-    """
-    shape = tuple(int(v) for v in shape)
-    probe = tuple(min(n, PROBE_SIDE) for n in shape)
-
-    def corner(shp, sd, fr):  # the first shp voxels of the full volume's latent
-        z = trainer.latent(shape, sd, periodic, fr)
-        lat = trainer.latent_shape(shp)
-        out = trainer.sample_latent(z[:, :, :lat[0], :lat[1], :lat[2]])
-        return out[:, :shp[0], :shp[1], :shp[2]]
-
-    _, info = generate_labels(trainer, run_dir, probe, seed, fractions, periodic=periodic,
-                              morphology=morphology, sampler=corner)
-    info["probe"] = list(probe)
-    return info
-
-
-__all__ = ["CALIBRATION_LIMIT", "PROBE_SIDE", "probe_calibration", "TOLERANCE", "training_fractions", "supported_range",
-           "expected_fluctuation", "check_targets", "fit_bias", "apply_bias", "calibrate",
-           "morphology_change", "generate_labels", "argmax_fractions"]
+__all__ = ["CALIBRATION_LIMIT", "TOLERANCE", "training_fractions", "image_fractions", "supported_range",
+           "expected_fluctuation", "check_targets", "fit_bias", "fit_bias_logp", "apply_bias",
+           "labels_from_probs", "calibrate", "LatticeSample", "morphology_change", "steering_morphology",
+           "argmax_fractions"]

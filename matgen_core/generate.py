@@ -1,9 +1,30 @@
 """Sampling from a trained run: 3D volumes of any size or shape (SliceGAN), 2D image stacks.
 
-Generation is seeded: the same run, shape and seed give the same array.
+Generation is seeded and reproducible: the same run, seed, shape and label policy give the same
+array whether it is made in one pass, in tiles or streamed to a file. It is a small pipeline:
+
+1. **sample**: ``tiling.TilePlan`` runs the generator over the seeded latent, tile by tile (one
+   tile = one pass); every route goes through it.
+2. **label policy** (n-phase runs; docs/fractions.md):
+
+   * ``"raw"`` (the default): the generator's own labels, ``argmax`` of its output, no bias;
+   * ``"calibrated"``: a per-phase logit bias makes the labels meet the training image's phase
+     fractions;
+   * ``"steered"``: the same toward requested fractions (a conditional model is also sampled at
+     them).
+
+   The bias is fitted on ``fractions.LatticeSample``: the generator's output at the voxels of a
+   global lattice of the whole volume, gathered by a first pass over the tiles (a single tile is
+   kept, so one pass costs one generator run). The same voxels give the same bias, so one pass,
+   tiles and streams agree voxel for voxel. ``fractions.labels_from_probs`` applies it.
+3. **writer**: an in-memory array, a ``.npy`` streamed slab by slab, a BigTIFF streamed plane by
+   plane (over 2 GB), or a TIFF / VTI written at the end; each carries the generation record
+   (``io.read_generation_info``), which is also appended to the run's ``generations.jsonl``.
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +36,9 @@ from .errors import MatgenInputError
 from .models import VOLUME_MODELS
 from .train import build_trainer
 
+POLICIES = ("raw", "calibrated", "steered")
+OUT_SUFFIXES = (".tif", ".tiff", ".npy", ".vti")
+
 
 @dataclass
 class Generated:
@@ -22,6 +46,8 @@ class Generated:
 
     ``array``: uint8 labels 0..n-1 (kind "nphase"), uint8 gray 0-255 ("gray"), or RGB uint8 with a
     trailing axis of 3 ("color"). ``voxel_size`` and ``unit`` are the training image's.
+    ``info``: the generation record (how it was made: policy, bias, fractions, seed, run, step;
+    see :func:`record`), also stored in the written file.
     """
     array: np.ndarray
     kind: str
@@ -29,8 +55,11 @@ class Generated:
     voxel_size: float | None = None
     unit: str = "px"
     model: str = ""
-    # phase-fraction control (fractions.py): target, before/achieved fractions, bias, morphology
-    fractions: dict | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def policy(self) -> str:
+        return self.info.get("policy", "raw")
 
 
 def parse_shape(size=None, shape=None) -> tuple[int, int, int] | None:
@@ -53,28 +82,34 @@ def parse_shape(size=None, shape=None) -> tuple[int, int, int] | None:
     return shape
 
 
-def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, device="auto",
-             periodic=(False, False, False), tile: int | None = None, out_path=None,
-             progress=None, memory_budget_bytes: int | None = None, fractions=None,
-             calibrate: bool = True) -> Generated:
+def resolve_policy(policy: str | None, fractions) -> str:
+    """The label policy asked for: ``policy`` or, when None, "steered" with ``fractions`` else "raw"."""
+    if policy is None:
+        return "raw" if fractions is None else "steered"
+    if policy not in POLICIES:
+        raise MatgenInputError(f"Unknown label policy '{policy}'; choose raw, calibrated or steered.")
+    if policy == "steered" and fractions is None:
+        raise MatgenInputError("The steered policy needs target fractions (--fractions F0,F1,...).")
+    if policy != "steered" and fractions is not None:
+        raise MatgenInputError(f"Target fractions steer the volume; they cannot be combined with "
+                               f"{'--raw' if policy == 'raw' else '--calibrate'} (drop one of them).")
+    return policy
+
+
+def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, policy: str | None = None,
+             fractions=None, tile: int | None = None, out_path=None, periodic=(False, False, False),
+             device="auto", progress=None, memory_budget_bytes: int | None = None) -> Generated:
     """Generate from the run in ``run_dir`` (its latest checkpoint).
 
     3D models: ``shape`` (Z, Y, X) voxels, or an int for a cube (default: 2x the training size).
     2D models: ``count`` images of the training size, stacked as (K, H, W[, 3]).
-    ``tile``: 3D models are generated in overlapping latent tiles of this many exact voxels a side
-    (identical result, bounded memory; see tiling.py); None picks tiling automatically when one
-    pass would not fit in memory, 0 forces one pass. ``out_path`` (.tif/.tiff/.npy/.vti): also
-    write the result there; large volumes are streamed (.npy memory-mapped, BigTIFF plane by
-    plane) and ``array`` is then a read-only memory map of the file. ``progress(fraction)``.
-    ``fractions``: target phase fractions (n-phase SliceGAN runs; see fractions.py): a conditional
-    model is sampled at them, then a per-phase logit bias makes the labels meet them; the report
-    is in ``Generated.fractions``. In one pass the bias is fitted on the volume itself (exact);
-    a tiled volume gets the bias fitted on its first ``fractions.PROBE_SIDE``^3 corner
-    (``fractions.probe_calibration``), so it meets the targets to within the corner's
-    statistical fluctuation; the report gives the whole volume's achieved fractions.
-    ``calibrate``: with no ``fractions`` given, an n-phase SliceGAN volume made in one pass is
-    calibrated to the training image's phase fractions (the same logit bias; the report says how far the generator
-    alone was). False gives the generator's raw argmax (identical tiled or in one pass).
+    ``policy`` / ``fractions``: the label policy (module docstring): "raw" (default), "calibrated"
+    (to the training image's fractions) or "steered" (to ``fractions``, implied when they are
+    given); n-phase SliceGAN runs only. ``tile``: make the volume in tiles of this many exact
+    voxels a side (same volume, bounded memory; tiling.py); None: tiles only when one pass would
+    not fit in memory (``memory_budget_bytes``, default half the free RAM), 0: one pass.
+    ``out_path`` (.tif/.tiff/.npy/.vti): also write it there (.npy and > 2 GB TIFFs are streamed,
+    and ``array`` is then a read-only memory map of the file). ``progress(fraction)``.
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -82,107 +117,225 @@ def generate(run_dir, shape=None, seed: int = 0, count: int | None = None, devic
     if checkpoint is None:
         raise MatgenInputError(f"{run_dir} has no checkpoint yet; train it first (matgen train ... "
                                f"--out {run_dir}).")
+    if out_path is not None and Path(out_path).suffix.lower() not in OUT_SUFFIXES:
+        raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{Path(out_path).name}'.")
+    policy = resolve_policy(policy, fractions)
+    data = config["data"]
+    base = {"run": str(run_dir.resolve()), "run_name": run_dir.name, "model": config["model"],
+            "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
+            "phase_values": data.get("phase_values") if data["kind"] == "nphase" else None}
     trainer = build_trainer(run_dir, device, with_data=False)
     runs.restore_state(trainer, checkpoint, run_dir)  # a foreign checkpoint: a message, no traceback
-    data = config["data"]
-    kind = data["kind"]
-    if fractions is not None and config["model"] not in VOLUME_MODELS:  # phase-fraction control
-        raise MatgenInputError(f"--fractions is for SliceGAN runs; {config['model']} makes 2D images.")
-    if config["model"] in VOLUME_MODELS:
-        if count not in (None, 1):
-            raise MatgenInputError("--count is for 2D models; a SliceGAN run makes one volume per call "
-                                   "(use --seed for others).")
-        shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
-        from . import tiling
-
-        if tile is None:  # automatic: tiles only when one pass would not fit in memory
-            tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
-        if tile is not None and tile < 0:
-            raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
-        one_pass = not tile
-        # default calibration in one pass only: fitted on a probe, a tiled volume can miss the
-        # target by the probe's own fluctuation (3 pp measured at 320^3), worse than raw
-        default_targets = fractions is None and calibrate and kind == "nphase" and one_pass
-        calibration = None  # tiled volumes: the bias fitted on a probe, and its report
-        # --- phase-fraction control (fractions.py): calibrated on the volume itself, or on a probe ---
-        if fractions is not None or default_targets:
-            from . import fractions as _fractions
-
-            if default_targets:
-                fractions = _fractions.training_fractions(run_dir)
-            if one_pass:
-                array, info = _fractions.generate_labels(trainer, run_dir, shape, seed, fractions,
-                                                         periodic=periodic, morphology=not default_targets)
-                if progress is not None:
-                    progress(1.0)
-                if out_path is not None:
-                    _write(out_path, array, data)
-                return _result(array, config, info)
-            calibration = _fractions.probe_calibration(trainer, run_dir, shape, seed, fractions,
-                                                       periodic=periodic, morphology=not default_targets)
-        # --- end phase-fraction control ---
-        # --- tiled / streamed generation (tiling.py) ---
-        suffix = Path(out_path).suffix.lower() if out_path is not None else ""
-        opts = dict(seed=seed, tile=tile or None, periodic=periodic, progress=progress)
-        if calibration is not None:  # the probe's bias on every tile; count what is written
-            n_phases = len(calibration["target"])
-            opts.update(bias=calibration["bias"], counts=np.zeros(n_phases, np.int64),
-                        fractions=calibration["target"] if calibration["conditional"] else None)
-        written = suffix == ".npy" or (suffix in (".tif", ".tiff") and tiling.needs_bigtiff(shape, kind))
-        if suffix == ".npy":
-            array = tiling.generate_npy(out_path, trainer, shape, **opts)
-        elif suffix in (".tif", ".tiff") and tiling.needs_bigtiff(shape, kind):
-            path = tiling.generate_bigtiff(out_path, trainer, shape, voxel_size=data.get("voxel_size"),
-                                           unit=data.get("unit", "px"), phase_values=_phases(data), **opts)
-            array = _tiff_map(path)
-        elif tile:
-            array = tiling.generate_array(trainer, shape, **opts)
-        else:
-            array = decode(trainer.sample(shape, seed=seed, periodic=periodic), kind)
-            if progress is not None:
-                progress(1.0)
-        if out_path is not None and not written:
-            _write(out_path, array, data)
-        if calibration is not None:
-            counts = opts["counts"]
-            calibration["achieved"] = [float(v) for v in counts / max(int(counts.sum()), 1)]
-            return _result(array, config, calibration)
-        # --- end tiled / streamed generation ---
-    else:
+    if config["model"] not in VOLUME_MODELS:
+        if policy != "raw":
+            raise MatgenInputError(f"Phase-fraction policies are for SliceGAN runs; {config['model']} "
+                                   f"makes 2D images.")
         if shape is not None:
             raise MatgenInputError(f"{config['model']} makes 2D images of its training size; use "
                                    f"--count K instead of --size/--shape.")
-        array = np.stack([decode(im, kind) for im in trainer.sample_images(count or 16, seed=seed)])
+        array = np.stack([decode(im, data["kind"]) for im in trainer.sample_images(count or 16, seed=seed)])
+        info = {**base, "policy": "raw", "count": int(len(array))}
         if out_path is not None:
-            _write(out_path, array, data)
-    return _result(array, config)
+            write_file(out_path, array, data, info)
+        return _result(array, config, info)
+
+    if count not in (None, 1):
+        raise MatgenInputError("--count is for 2D models; a SliceGAN run makes one volume per call "
+                               "(use --seed for others).")
+    shape = parse_shape(shape=shape) if shape is not None else (2 * trainer.train_size,) * 3
+    targets = None
+    if policy != "raw" and data["kind"] != "nphase":
+        raise MatgenInputError("Phase-fraction policies need a run trained on segmented (n-phase) "
+                               "data; this run makes gray/colour values (use the raw policy).")
+    if data["kind"] == "nphase":
+        from . import fractions as _fractions
+
+        rng = _fractions.supported_range(run_dir)
+        base["training_fractions"] = rng["center"]
+        if policy != "raw":
+            targets = np.asarray(rng["center"]) if policy == "calibrated" else _fractions.check_targets(fractions, rng)
+    if tile is not None and tile < 0:
+        raise MatgenInputError(f"--tile must be a positive number of voxels (or 0 for one pass), got {tile}.")
+    if tile is None:  # automatic: tiles only when one pass would not fit in memory
+        from . import tiling
+
+        tile = tiling.choose_tile(shape, trainer.config, memory_budget_bytes, device=trainer.device)
+    array, info = make_volume(trainer, shape, seed=seed, periodic=periodic, policy=policy,
+                              targets=targets, tile=tile, out_path=out_path, progress=progress,
+                              file_meta=data, record_base=base)
+    _log_generation(run_dir, info, out_path)
+    return _result(array, config, info)
 
 
-def _result(array, config: dict, fractions: dict | None = None) -> Generated:
+def make_volume(trainer, shape, seed: int = 0, periodic=(False, False, False), policy: str = "raw",
+                targets=None, tile: int | None = None, out_path=None, progress=None,
+                file_meta: dict | None = None, record_base: dict | None = None) -> tuple[np.ndarray, dict]:
+    """The pipeline (module docstring) on a loaded SliceGAN ``trainer``: (uint8 array, record).
+
+    ``targets``: the fractions of the "calibrated" / "steered" policies. ``tile``: None or 0 for
+    one pass. ``out_path``: writer (.npy streamed, .tif streamed as BigTIFF when over 2 GB, else
+    written at the end, .vti at the end); ``file_meta``: the run's ``data`` dict (voxel size,
+    unit, phase table). Returns the array (a memory map when streamed) and the record.
+    """
+    from . import fractions as _fractions
+    from .tiling import TilePlan
+
+    t0 = time.perf_counter()
+    kind = trainer.kind
+    shape = tuple(int(v) for v in shape)
+    conditional = bool(getattr(trainer, "conditional", False))
+    steer_model = targets if (policy == "steered" and conditional) else None
+    plan = TilePlan(trainer, shape, seed=seed, periodic=periodic, fractions=steer_model, tile=tile)
+    two_pass = policy != "raw"
+    report = _progress_split(progress, two_pass and plan.n_tiles > 1)
+
+    # --- label policy: fit the bias on a lattice sample of the whole volume (first pass) ---
+    bias, fit = None, None
+    if two_pass:
+        plan.keep = True  # one tile: computed once, used by both passes
+        sample = _fractions.LatticeSample(shape)
+        for origin, out in plan.outputs(report[0]):
+            sample.add(out, origin)
+        bias, sweeps = sample.fit(targets)
+        fit = {"lattice_stride": sample.stride, "voxels": int(sample.logp().shape[1]), "sweeps": int(sweeps)}
+        del sample
+
+    n = trainer.channels if kind == "nphase" else 0
+    counts = {"generator": np.zeros(n, np.int64), "achieved": np.zeros(n, np.int64)}
+
+    def decode_tile(out):
+        if kind != "nphase":
+            return decode(out.cpu().numpy(), kind)
+        alone = _fractions.labels_from_probs(out)
+        counts["generator"] += np.bincount(alone.ravel(), minlength=n)[:n]
+        labels = alone if bias is None else _fractions.labels_from_probs(out, bias)
+        counts["achieved"] += np.bincount(labels.ravel(), minlength=n)[:n]
+        return labels
+
+    extra = (3,) if kind == "color" else ()
+    slabs = plan.slabs(decode_tile, extra, report[1])
+    array, streamed = _write_slabs(slabs, shape, extra, out_path, file_meta or {})
+
+    # --- the record ---
+    info = dict(record_base or {})
+    info.update(policy=policy, shape=list(shape), periodic=[bool(v) for v in periodic],
+                computed="one pass" if plan.n_tiles == 1 else f"{plan.n_tiles} tiles of {tile} voxels",
+                seconds=round(time.perf_counter() - t0, 3))
+    if kind == "nphase":
+        total = max(int(np.prod(shape)), 1)
+        info.update(target_fractions=None if targets is None else [float(v) for v in targets],
+                    bias=None if bias is None else [float(v) for v in bias],
+                    generator_fractions=[float(v) for v in counts["generator"] / total],
+                    achieved_fractions=[float(v) for v in counts["achieved"] / total],
+                    conditional=conditional, fit=fit)
+        if policy == "steered":
+            info["morphology"] = _fractions.steering_morphology(trainer, shape, seed, targets, bias, periodic)
+    if out_path is not None:
+        if streamed:
+            from . import io
+
+            io.set_generation_info(out_path, info)
+        else:
+            write_file(out_path, array, file_meta or {}, info)
+    return array, info
+
+
+def _progress_split(progress, two: bool):
+    """Progress callbacks of the two passes (first half, second half) or (None, progress)."""
+    if progress is None:
+        return None, None
+    if not two:
+        return None, progress
+    return (lambda f: progress(0.5 * f)), (lambda f: progress(0.5 + 0.5 * f))
+
+
+def _write_slabs(slabs, shape, extra, out_path, data: dict):
+    """Consume the Z slabs: streamed into ``out_path`` (.npy, or .tif over 2 GB) or into memory.
+    Returns (array, streamed)."""
+    from . import io
+
+    suffix = Path(out_path).suffix.lower() if out_path is not None else ""
+    full = tuple(shape) + extra
+    if suffix == ".npy":
+        io.write_npy_slabs(out_path, full, (slab for _, slab in slabs))
+        return np.load(out_path, mmap_mode="r"), True
+    if suffix in (".tif", ".tiff") and io.needs_bigtiff(shape, bool(extra)):
+        planes = (plane for _, slab in slabs for plane in slab)
+        io.write_bigtiff_planes(out_path, planes, shape, voxel_size=data.get("voxel_size"),
+                                unit=data.get("unit", "px"), phase_values=_phases(data), colour=bool(extra))
+        return _tiff_map(out_path), True
+    array = np.empty(full, np.uint8)
+    for z0, slab in slabs:
+        array[z0:z0 + len(slab)] = slab
+    return array, False
+
+
+def describe(info: dict) -> list[str]:
+    """Plain-text lines saying how a volume was made (the CLI prints them; docs/fractions.md)."""
+    policy = info.get("policy", "raw")
+    what = {"raw": "raw: the generator's own labels (argmax, no bias)",
+            "calibrated": "calibrated: a per-phase logit bias meets the training image's fractions",
+            "steered": "steered: a per-phase logit bias meets the requested fractions"
+                       + (" (conditional generator sampled at them)" if info.get("conditional") else "")}
+    lines = [f"policy {what.get(policy, policy)}; run {info.get('run_name')} step {info.get('step')}, "
+             f"seed {info.get('seed')}, shape {'x'.join(map(str, info.get('shape', [])))}, "
+             f"{info.get('computed', '')}"]
+    if info.get("achieved_fractions") is not None:
+        pct = lambda v: " ".join(f"{100 * x:.2f}" for x in v)  # noqa: E731
+        if info.get("target_fractions") is not None:
+            lines.append(f"fractions % target {pct(info['target_fractions'])} | generator alone "
+                         f"{pct(info['generator_fractions'])} | achieved {pct(info['achieved_fractions'])}")
+            lines.append("bias " + " ".join(f"{v:+.4f}" for v in info["bias"])
+                         + f" (fitted on {info['fit']['voxels']} voxels: a lattice of stride "
+                           f"{info['fit']['lattice_stride']} over the whole volume)")
+        else:
+            lines.append(f"fractions % generator alone {pct(info['generator_fractions'])}"
+                         + ("" if info.get("training_fractions") is None else
+                            f" | training {pct(info['training_fractions'])}"))
+    if info.get("morphology"):
+        m = info["morphology"]
+        lines.append(f"morphology change vs the raw volume: S2 {m['s2']:.4f}, surface area "
+                     f"{100 * (m['surface_area'] or 0):.1f} %")
+    return lines
+
+
+def _result(array, config: dict, info: dict) -> Generated:
     data = config["data"]
     return Generated(array=array, kind=data["kind"], phase_values=data.get("phase_values", []),
                      voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                     model=config["model"], fractions=fractions)
+                     model=config["model"], info=info)
 
 
-# --- writing generated data (used by generate(out_path=...)) ---
+def _log_generation(run_dir: Path, info: dict, out_path) -> None:
+    """Append the record to the run's ``generations.jsonl`` (skipped when the run is read-only)."""
+    row = {**info, "out": None if out_path is None else str(out_path), "time": time.time()}
+    try:
+        with open(run_dir / "generations.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError:
+        pass
+
+
+# --- writing generated data ---
 def _phases(data: dict):
     return data.get("phase_values") if data.get("kind") == "nphase" else None
 
 
-def _write(out_path, array, data: dict) -> None:
+def write_file(out_path, array, data: dict, info: dict | None = None) -> None:
+    """Write ``array`` to ``out_path`` (.tif/.tiff/.npy/.vti) with the run's voxel size, unit and
+    phase table (``data``) and the generation record ``info``."""
     from . import io
 
     out = Path(out_path)
     suffix = out.suffix.lower()
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        io.write_npy(out, array)
+        io.write_npy(out, array, generation=info)
     elif suffix == ".vti":
-        io.write_vti(out, array, voxel_size=data.get("voxel_size") or 1.0)
+        io.write_vti(out, array, voxel_size=data.get("voxel_size") or 1.0, generation=info)
     elif suffix in (".tif", ".tiff"):
         io.write_tiff(out, array, voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                      phase_values=_phases(data))
+                      phase_values=_phases(data), generation=info)
     else:
         raise MatgenInputError(f"--out must end in .tif, .tiff, .npy or .vti, got '{out.name}'.")
 

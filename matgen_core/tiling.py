@@ -25,17 +25,17 @@ exists in memory, and a streamed file never does either.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .data import decode, n_channels
+from .data import n_channels
+from .models.slicegan import latent_size_for, output_size
 
-_BIGTIFF_BYTES = 2**31  # as io.write_tiff: above this many bytes of pixels a TIFF must be BigTIFF
 _SAFETY = 1.5  # peak-memory estimate margin (allocator slack, oneDNN scratch, layout copies)
 
 
@@ -48,10 +48,8 @@ def layers_of(config: dict) -> list[tuple[int, int, int]]:
 
 
 def out_len(n: int, layers) -> int:
-    """Output length of the generator for latent length ``n``."""
-    for k, s, p in layers:
-        n = (n - 1) * s - 2 * p + k
-    return n
+    """Output length of the generator for latent length ``n`` (slicegan.output_size)."""
+    return output_size(n, *zip(*layers)) if layers else n
 
 
 def total_stride(layers) -> int:
@@ -132,8 +130,8 @@ def estimate_peak_bytes(latent_shape, config: dict, bytes_per_value: int = 4) ->
     layers = layers_of(config)
     widths = _widths(config)
     sizes = [list(latent_shape)]
-    for k, s, p in layers:
-        sizes.append([(n - 1) * s - 2 * p + k for n in sizes[-1]])
+    for layer in layers:
+        sizes.append([out_len(n, [layer]) for n in sizes[-1]])
     vox = [math.prod(sz) for sz in sizes]
     peak = 0
     for i in range(len(layers)):
@@ -199,156 +197,93 @@ def choose_tile(shape, config: dict, memory_budget_bytes: int | None = None, dev
 
 
 def _latent_len(n: int, layers) -> int:
-    lz = 1
-    while out_len(lz, layers) < n:
-        lz += 1
-    return lz
+    return latent_size_for(n, *zip(*layers))
 
 
 # -------------------------------------------------------------------------------------------
-# Generation
+# Generation: the tiles of one volume
 # -------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, precision: str):
-    import contextlib
+class TilePlan:
+    """How one volume of ``shape`` (Z, Y, X) is made: the seeded latent and its tiles.
 
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=(False, False, False),
-               fractions=None, precision: str | None = None,
-               progress: Callable[[float], None] | None = None, bias=None,
-               counts: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Generate ``shape`` (Z, Y, X) tile by tile; yields ``(z0, slab)`` with ``slab`` the decoded
-    uint8 planes ``z0 .. z0 + len(slab)`` (labels, gray, or RGB with a last axis of 3).
-
-    ``tile``: exact output voxels per tile side (None or 0: one tile, i.e. one pass).
-    ``precision``: "fp32" or "bf16" (autocast); default: the run's own setting, as ``sample``.
-    ``progress(fraction_done)`` after each tile.
-    ``bias`` (n-phase): per-phase logit bias, labels = argmax(log p + bias), as
-    ``fractions.apply_bias`` (phase-fraction calibration). ``counts`` (n-phase): an int64 array of
-    one entry per phase, incremented by the voxels of each label written.
+    ``tile``: exact output voxels per tile side (None or 0: one tile, i.e. one pass over the whole
+    latent). ``outputs()`` runs the generator tile by tile and yields ``(origin, out)``: the global
+    (z, y, x) of the tile's first voxel and its exact output (C, dz, dy, dx), a float32 torch
+    tensor (softmax probabilities for n-phase runs, values in [0, 1] otherwise), in Z-row order
+    (every tile of one Z row before the next row). The same latent, cut differently, gives the
+    same voxels (see the module docstring). With ``keep=True`` and a single tile, its output is
+    computed once and reused by later ``outputs()`` calls (a second pass costs nothing).
     """
-    if precision is None:
-        precision = trainer.config.get("precision") or "fp32"
-    layers = layers_of(trainer.config)
-    shape = tuple(int(v) for v in shape)
-    z = trainer.latent(shape, seed, periodic, fractions)  # the latent ``sample`` uses
-    lat = z.shape[2:]
-    t = max(lat) if not tile else latent_tile_for(tile, layers)
-    plans = [plan_axis(n, L, min(t, L), layers) for n, L in zip(shape, lat)]
-    stride = total_stride(layers)
-    kind = trainer.kind
-    # the network ``sample`` uses: the weight-averaged (EMA) generator when the run has one
-    gen = getattr(trainer, "sampling_generator", None) or trainer.generator
-    was_training = gen.training
-    gen.eval()
-    try:
-        yield from _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress, bias, counts)
-    finally:
-        gen.train(was_training)
 
+    def __init__(self, trainer, shape, seed: int = 0, periodic=(False, False, False), fractions=None,
+                 tile: int | None = None):
+        self.trainer, self.shape = trainer, tuple(int(v) for v in shape)
+        self.layers = layers_of(trainer.config)
+        self.z = trainer.latent(self.shape, seed, periodic, fractions)  # the latent ``sample`` uses
+        lat = self.z.shape[2:]
+        t = max(lat) if not tile else latent_tile_for(tile, self.layers)
+        self.plans = [plan_axis(n, L, min(t, L), self.layers) for n, L in zip(self.shape, lat)]
+        self.n_tiles = math.prod(len(p) for p in self.plans)
+        self.rows = [(za, zb) for (_, _, za, zb) in self.plans[0]]
+        self.keep, self._kept = False, None
 
-def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress, bias, counts):
-    total = math.prod(len(p) for p in plans)
-    done = 0
-    if bias is not None:
-        bias = torch.as_tensor(np.asarray(bias, np.float32), device=trainer.device).view(-1, 1, 1, 1)
-    with torch.inference_mode():
-        for (zl0, zl1, za, zb) in plans[0]:
-            slab = np.empty((zb - za, shape[1], shape[2]) + ((3,) if kind == "color" else ()), np.uint8)
-            for (yl0, yl1, ya, yb) in plans[1]:
-                for (xl0, xl1, xa, xb) in plans[2]:
-                    part = z[:, :, zl0:zl1, yl0:yl1, xl0:xl1].contiguous(memory_format=torch.channels_last_3d)
-                    with _autocast(trainer.device, precision):
-                        out = gen(part)[0]
-                    oz, oy, ox = zl0 * stride, yl0 * stride, xl0 * stride
-                    out = out[:, za - oz:zb - oz, ya - oy:yb - oy, xa - ox:xb - ox]
-                    if kind == "nphase":  # argmax in torch: no float copy of the tile on the host
-                        if bias is not None:  # as fractions.apply_bias: log p (floored) + bias
-                            out = torch.log(out.float().clamp_min(1e-30)) + bias
-                        block = torch.argmax(out, dim=0).to(torch.uint8).cpu().numpy()
-                        if counts is not None:
-                            counts += np.bincount(block.ravel(), minlength=len(counts))[:len(counts)]
-                    else:
-                        block = decode(out.float().cpu().numpy(), kind)
-                    del out
-                    slab[:, ya:yb, xa:xb] = block
-                    done += 1
-                    if progress is not None:
-                        progress(done / total)
-            yield za, slab
+    def outputs(self, progress: Callable[[float], None] | None = None) -> Iterator[tuple[tuple, torch.Tensor]]:
+        if self._kept is not None:
+            yield self._kept
+            if progress is not None:
+                progress(1.0)
+            return
+        trainer, stride = self.trainer, total_stride(self.layers)
+        # the network ``sample`` uses: the weight-averaged (EMA) generator when the run has one
+        gen = getattr(trainer, "sampling_generator", None) or trainer.generator
+        autocast = getattr(trainer, "_autocast", None)
+        was_training = gen.training
+        gen.eval()
+        done = 0
+        try:
+            with torch.inference_mode():
+                for (zl0, zl1, za, zb) in self.plans[0]:
+                    for (yl0, yl1, ya, yb) in self.plans[1]:
+                        for (xl0, xl1, xa, xb) in self.plans[2]:
+                            part = self.z[:, :, zl0:zl1, yl0:yl1, xl0:xl1].contiguous(
+                                memory_format=torch.channels_last_3d)
+                            with (autocast() if autocast else contextlib.nullcontext()):
+                                out = gen(part.to(trainer.device))[0]
+                            oz, oy, ox = zl0 * stride, yl0 * stride, xl0 * stride
+                            out = out[:, za - oz:zb - oz, ya - oy:yb - oy, xa - ox:xb - ox].float()
+                            item = ((za, ya, xa), out)
+                            if self.keep and self.n_tiles == 1:
+                                self._kept = item
+                            yield item
+                            del out, item
+                            done += 1
+                            if progress is not None:
+                                progress(done / self.n_tiles)
+        finally:
+            gen.train(was_training)
 
+    def slabs(self, decode_tile: Callable[[torch.Tensor], np.ndarray], extra: tuple = (),
+              progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(z0, slab)``: uint8 Z slabs (one row of tiles) of the decoded volume, in order.
 
-def generate_into(array: np.ndarray, trainer, shape, **kwargs) -> np.ndarray:
-    """Fill ``array`` (Z, Y, X[, 3]) uint8, e.g. an ``open_memmap``, tile by tile; returns it."""
-    for z0, slab in iter_slabs(trainer, shape, **kwargs):
-        array[z0:z0 + len(slab)] = slab
-    return array
-
-
-def generate_array(trainer, shape, **kwargs) -> np.ndarray:
-    """Tiled generation into an in-memory uint8 array."""
-    extra = (3,) if trainer.kind == "color" else ()
-    return generate_into(np.empty(tuple(shape) + extra, np.uint8), trainer, shape, **kwargs)
-
-
-def generate_npy(path, trainer, shape, **kwargs) -> np.ndarray:
-    """Tiled generation streamed into a .npy file; returns a read-only memory map of it.
-
-    The header is written first, then each Z slab as it is made (sequential writes, no memory
-    map while generating: the written data does not stay in this process's memory).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extra = (3,) if trainer.kind == "color" else ()
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": tuple(int(v) for v in shape) + extra}
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        for _, slab in iter_slabs(trainer, shape, **kwargs):
-            f.write(np.ascontiguousarray(slab).tobytes())
-    return np.load(path, mmap_mode="r")
-
-
-def generate_bigtiff(path, trainer, shape, voxel_size=None, unit: str = "px", phase_values=None,
-                     **kwargs) -> Path:
-    """Tiled generation written plane by plane as a BigTIFF.
-
-    ImageJ's TIFF flavour cannot be BigTIFF, so, as ``io.write_tiff`` does for large volumes, the
-    ``matgen`` record (voxel size, unit, phase table) goes into the tifffile JSON description and
-    ``io.read_volume`` / ``read_phase_table`` read it back.
-    """
-    import tifffile
-
-    from .io import _UNIT_ALIASES
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    colour = trainer.kind == "color"
-    unit = _UNIT_ALIASES.get(str(unit).lower(), str(unit)) if voxel_size is not None else "px"
-    record = {"voxel_size": None if voxel_size is None else float(voxel_size), "unit": unit,
-              "phase_values": None if phase_values is None else [np.asarray(v).tolist() for v in phase_values]}
-    extra = dict(photometric="rgb" if colour else "minisblack")
-    if voxel_size is not None:
-        extra.update(resolution=(1 / voxel_size, 1 / voxel_size), resolutionunit=tifffile.RESUNIT.NONE)
-    full = tuple(shape) + ((3,) if colour else ())
-
-    def planes():
-        for _, slab in iter_slabs(trainer, shape, **kwargs):
-            yield from slab
-
-    with tifffile.TiffWriter(path, bigtiff=True) as tif:
-        tif.write(planes(), shape=full, dtype=np.uint8,
-                  metadata={"axes": "ZYXS" if colour else "ZYX", "matgen": record}, **extra)
-    return path
-
-
-def needs_bigtiff(shape, kind: str) -> bool:
-    return math.prod(shape) * (3 if kind == "color" else 1) > _BIGTIFF_BYTES
+        ``decode_tile(out)`` turns one tile's output into its uint8 block (labels, gray, RGB)."""
+        rows = iter(self.rows)
+        za, zb = next(rows)
+        slab = np.empty((zb - za, self.shape[1], self.shape[2]) + extra, np.uint8)
+        filled = 0
+        per_row = self.n_tiles // len(self.rows)
+        for (oz, oy, ox), out in self.outputs(progress):
+            block = decode_tile(out)
+            slab[:, oy:oy + block.shape[1], ox:ox + block.shape[2]] = block
+            filled += 1
+            if filled == per_row:
+                yield za, slab
+                filled = 0
+                nxt = next(rows, None)
+                if nxt is not None:
+                    za, zb = nxt
+                    slab = np.empty((zb - za, self.shape[1], self.shape[2]) + extra, np.uint8)
 
 
 __all__ = ["exact_range", "plan_axis", "latent_tile_for", "interior", "estimate_peak_bytes",
-           "available_memory_bytes", "choose_tile", "iter_slabs", "generate_array", "generate_into",
-           "generate_npy", "generate_bigtiff", "needs_bigtiff"]
+           "available_memory_bytes", "choose_tile", "TilePlan", "out_len", "layers_of"]

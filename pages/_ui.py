@@ -161,7 +161,7 @@ def export_bytes(gen, fmt: str) -> bytes:
     from matgen_core import io
 
     extra = dict(voxel_size=gen.voxel_size, unit=gen.unit, phase_values=gen.phase_values,
-                 kind=gen.kind)
+                 kind=gen.kind, generation=getattr(gen, "info", None) or None)
     params = inspect.signature(io.to_bytes).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         extra = {k: v for k, v in extra.items() if k in params}

@@ -34,14 +34,22 @@ def main() -> None:
         st.warning("The training images of this run are missing; nothing to compare with.")
         return
 
+    from matgen_core import quality
+
     arr = gen.array
     is_volume = arr.ndim == 3 and gen.model == "slicegan"
-    data = arr if is_volume else arr[0]
-    n = max(len(gen.phase_values or []), int(np.max(refs[0])) + 1, int(np.max(arr)) + 1)
+    data, sample_note = quality.bounded_sample(arr) if is_volume else (arr[0], None)
+    n = max(len(gen.phase_values or []), int(np.max(refs[0])) + 1, int(np.max(data)) + 1)
     vs, unit = gen.voxel_size, gen.unit or "px"
+    info = getattr(gen, "info", None) or {}
+    policy = info.get("policy", "raw")
+    calibrated = policy != "raw"
     st.markdown(f"Generated: **{' x '.join(map(str, arr.shape))}** from run `{meta.get('run_name')}` "
-                f"(seed {meta.get('seed')}); training image: **{' x '.join(map(str, refs[0].shape))}**"
+                f"(seed {meta.get('seed')}, step {info.get('step', '?')}, label policy **{policy}**); "
+                f"training image: **{' x '.join(map(str, refs[0].shape))}**"
                 + ("" if is_volume else "; statistics of the first sample"))
+    if sample_note:
+        st.caption("Big volume: " + sample_note + ".")
     if len(refs) > 1:
         st.caption("Anisotropic run: compared with the first training image.")
 
@@ -60,6 +68,28 @@ def main() -> None:
         _ui.error_box(err)
         return
 
+    # --- the headline: a verdict on the generator from what calibration cannot fake ---
+    alone = info.get("generator_fractions")
+    judged = quality.verdict(result, generator_fractions=alone, step=info.get("step"))
+    show = {"good": st.success, "fair": st.warning, "poor": st.error}[judged["level"]]
+    show(f"**{judged['headline']}** {judged['advice']}",
+         icon={"good": ":material/check_circle:", "fair": ":material/info:",
+               "poor": ":material/warning:"}[judged["level"]])
+    if judged["checks"]:
+        import pandas as pd  # noqa: E402
+
+        checks = pd.DataFrame([{"statistic": c["label"], "difference": round(c["value"], 4),
+                                "good below": c["good"], "poor above": c["poor"], "verdict": c["level"]}
+                               for c in judged["checks"]])
+        st.dataframe(checks.style.map(_colour, subset=["verdict"]), hide_index=True, key="verdict_table")
+    if calibrated:
+        train_fr = info.get("training_fractions") or []
+        st.caption(
+            f"This volume's phase fractions were **set by {policy} labelling** (a per-phase logit "
+            f"bias toward {_pct(info.get('target_fractions'))} %), so they match by construction "
+            f"and are not a quality signal; the verdict uses the generator-alone fractions "
+            f"{_pct(alone)} % (training image {_pct(train_fr)} %).")
+
     import pandas as pd  # noqa: E402
 
     NAMES = {"phase_fraction": "phase fraction", "specific_surface_area": "surface area / volume",
@@ -72,24 +102,37 @@ def main() -> None:
 
     with tab_table:
         rows = result["rows"]
+        slicewise = result.get("mode") == "2d-slices"
+        names = dict(NAMES, percolation="percolating fraction (2D, slice-wise)" if slicewise
+                     else "percolating fraction")
         table = pd.DataFrame([{
-            "metric": NAMES.get(r["metric"], r["metric"]), "phase": str(r["phase"]),
+            "metric": names.get(r["metric"], r["metric"])
+            + (" (set by calibration)" if calibrated and r["metric"] == "phase_fraction" else ""),
+            "phase": str(r["phase"]),
             "training": r["reference"], "generated": r["generated"],
             "difference": _difference(r),
             "unit": r["unit"],
         } for r in rows])
-        st.dataframe(table, hide_index=True, height=36 * (len(table) + 1) + 4, column_config={
+        levels = [quality.row_level(r, calibrated) for r in rows]
+        styled = table.style.apply(lambda col: [_colour(lv) for lv in levels], subset=["difference"])
+        st.dataframe(styled, hide_index=True, height=36 * (len(table) + 1) + 4, column_config={
             "training": st.column_config.NumberColumn(format="%.4g"),
             "generated": st.column_config.NumberColumn(format="%.4g")})
+        st.caption("Differences coloured green (good), amber (fair), red (poor); grey: set by "
+                   "calibration." + (" Percolating fraction here is **2D, slice-wise**: the mean "
+                                     "over slices of the fraction of each phase connected across "
+                                     "the slice, comparable with the 2D training image." if slicewise else ""))
         err = result["errors"]
         c1, c2, c3 = st.columns(3)
-        c1.metric("Worst phase-fraction difference", f"{err['phase_fraction']:.3f}")
+        c1.metric("Worst phase-fraction difference" + (" (calibrated)" if calibrated else ""),
+                  f"{err['phase_fraction']:.3f}")
         c2.metric("S2 mean difference (worst phase)", f"{err['s2']:.4f}")
         if err.get("surface_area") is not None:
             c3.metric("Worst surface-area difference", f"{100 * err['surface_area']:.1f} %")
         if is_volume:
-            st.markdown("**Percolation of the generated volume** (fraction of each phase connected "
-                        "across the volume, per direction)")
+            st.markdown("**3D percolation of the generated volume** (fraction of each phase connected "
+                        "across the whole volume, per direction; not comparable with the 2D "
+                        "slice-wise figure above, which is why they differ)")
             st.dataframe(pd.DataFrame(np.asarray(perc), columns=["Z", "Y", "X"][:np.asarray(perc).shape[1]],
                                       index=[f"phase {p}" for p in range(n)]).round(3))
 
@@ -122,7 +165,7 @@ def main() -> None:
                 bar = st.progress(0.0, text="Solving...")
                 try:
                     res = metrics.tortuosity(
-                        arr, int(phase), int(axis), n_phases=n,
+                        data, int(phase), int(axis), n_phases=n,
                         progress=lambda f, it: bar.progress(min(1.0, float(f)),
                                                             text=f"Solving... iteration {it}"))
                     ss.setdefault("tau_results", {})[key] = res
@@ -139,6 +182,17 @@ def main() -> None:
                 c3.metric("Phase fraction", f"{res['phase_fraction']:.3f}")
                 if not res.get("converged", True):
                     st.warning("The solver stopped before converging; the value is approximate.")
+
+
+_COLOURS = {"good": "#d8f0d8", "fair": "#fbe7b5", "poor": "#f7c6c6", "set": "#e6e6e6"}
+
+
+def _colour(level) -> str:
+    return f"background-color: {_COLOURS[level]}" if level in _COLOURS else ""
+
+
+def _pct(values) -> str:
+    return "?" if not values else " / ".join(f"{100 * v:.1f}" for v in values)
 
 
 def _difference(row: dict) -> str:

@@ -66,6 +66,8 @@ def main() -> None:
         else:
             kwargs["count"] = int(count)
         wanted = requested_fractions(run_dir, rng)
+        if is_3d and wanted is None and rng is not None:
+            kwargs["policy"] = ss.get("gen_policy", "raw")
         if wanted is not None:
             from matgen_core import fractions
 
@@ -88,7 +90,7 @@ def main() -> None:
         ss.generated = result
         ss.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=int(seed),
                                  token=uuid.uuid4().hex, seconds=time.perf_counter() - t0)
-        if getattr(result, "fractions", None):
+        if is_3d and result.kind == "nphase":
             ss.generated_meta["spread"] = _ui.fraction_spread(str(run_dir), kwargs["shape"])
 
     gen = ss.get("generated")
@@ -115,13 +117,18 @@ def show_generated(gen, meta: dict, run_dir) -> None:
             cols[k % 4].image(render.to_display(a, kind), caption=f"sample {k + 1}", width="stretch")
         return
 
-    if getattr(gen, "fractions", None):
-        show_fraction_report(gen.fractions, meta.get("spread"))
-    view3d, slices = st.tabs(["3D view", "Slices (full resolution)"])
-    with view3d:
-        view_3d(arr, kind, n, meta.get("token", ""))
-    with slices:
-        view_slices(arr, kind, n)
+    info = getattr(gen, "info", None) or {}
+    view_col, info_col = st.columns([3, 1])
+    with info_col:
+        show_generation_info(info)
+    with view_col:
+        view3d, slices = st.tabs(["3D view", "Slices (full resolution)"])
+    if info.get("achieved_fractions") is not None:
+        show_fraction_report(info, meta.get("spread"))
+        with view3d:
+            view_3d(arr, kind, n, meta.get("token", ""))
+        with slices:
+            view_slices(arr, kind, n)
 
 
 @st.fragment
@@ -210,8 +217,14 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
                             f"around the training fractions.")
         center = " / ".join(f"{100 * c:.1f}" for c in rng["center"])
         if not on:
-            st.caption(f"Off: volumes are calibrated to the training image's fractions ({center} %); "
-                       "the table after generating shows how far the generator alone was.")
+            st.radio("Labels", ["raw", "calibrated"], key="gen_policy", horizontal=True,
+                     format_func={"raw": "raw generator (default)",
+                                  "calibrated": f"calibrated to the training fractions ({center} %)"}.get,
+                     help="raw: the generator's own labels (argmax, no bias), what the model has "
+                          "learned. calibrated: a per-phase logit bias, fitted on a lattice of voxels "
+                          "over the whole volume, makes the fractions match the training image's. "
+                          "Either way the same seed and size give the same volume, in one pass or "
+                          "in tiles; the file records which it was.")
             return
         spread = _ui.fraction_spread(str(run_dir), tuple(shape))
         keys = fraction_keys(run_dir, n)
@@ -247,35 +260,62 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.caption(f"Volume {' x '.join(map(str, shape))} (the size below). The expected spread is how "
                    f"much real samples of this size differ from each other; the generated volume "
-                   f"is calibrated to the target (exactly when made in one pass, to within a "
-                   f"128^3 probe's spread when it is too big and made in tiles).")
+                   f"is steered to the target by a per-phase logit bias fitted on the whole volume "
+                   f"(the same in one pass or in tiles).")
         c2.button("Reset to training", key="gen_frac_reset", on_click=reset,
                   icon=":material/restart_alt:")
 
 
+def show_generation_info(info: dict) -> None:
+    """How the volume was made (the record stored in its file): policy, seed, step, bias."""
+    if not info:
+        return
+    policy = info.get("policy", "raw")
+    what = {"raw": "the generator's own labels (argmax, no bias)",
+            "calibrated": "a per-phase logit bias meets the training image's fractions",
+            "steered": "a per-phase logit bias meets the requested fractions"}
+    with st.container(border=True):
+        st.markdown(f"**How it was made**  \nlabel policy **{policy}**: {what.get(policy, '')}")
+        lines = [f"run `{info.get('run_name')}`, step {info.get('step')}, seed {info.get('seed')}",
+                 f"{' x '.join(map(str, info.get('shape', [])))} voxels, {info.get('computed', '')}"]
+        if info.get("bias") is not None:
+            lines.append("bias " + " / ".join(f"{v:+.3f}" for v in info["bias"]) + " (logit units, per phase)")
+        if info.get("generator_fractions") is not None:
+            lines.append("generator alone " + " / ".join(f"{100 * v:.1f}" for v in info["generator_fractions"]) + " %")
+        st.caption("  \n".join(lines) + "  \nSaved files (Export, CLI) carry this record.")
+
+
 def show_fraction_report(info: dict, spread) -> None:
-    """Target / generator alone / achieved fractions and the morphology change."""
+    """Target / training, generator alone, achieved fractions, and the morphology change."""
     import pandas as pd
 
-    n = len(info["target"])
+    n = len(info["achieved_fractions"])
+    target = info.get("target_fractions") or info.get("training_fractions") or [None] * n
     morph = info.get("morphology") or {}
     ssa = list(morph.get("surface_area_rel") or [None] * n)
     spread = spread or [None] * n
-    rows = [{"phase": f"phase {k}", "target %": 100 * info["target"][k],
-             "generator alone %": 100 * info["before"][k], "achieved %": 100 * info["achieved"][k],
+    rows = [{"phase": f"phase {k}",
+             "target %": None if target[k] is None else 100 * target[k],
+             "generator alone %": 100 * info["generator_fractions"][k],
+             "achieved %": 100 * info["achieved_fractions"][k],
              "expected spread (± pp)": None if spread[k] is None else 100 * spread[k],
              "S2 change": (morph.get("s2_per_phase") or [None] * n)[k],
              "surface-area change %": None if k >= len(ssa) or ssa[k] is None else 100 * ssa[k]}
             for k in range(n)]
-    if not morph:  # default calibration to the training fractions: no steering to compare with
+    if info.get("policy") == "raw":  # no target: compare with the training image's
+        for r, k in zip(rows, range(n)):
+            r.pop("target %")
+            tr = info.get("training_fractions")
+            r["training %"] = None if not tr else 100 * tr[k]
+    if not morph:
         rows = [{k: v for k, v in r.items() if k not in ("S2 change", "surface-area change %")}
                 for r in rows]
     with st.container(border=True):
-        st.markdown("**Phase fractions** (" + info.get("method", "calibrated") + ")")
+        st.markdown(f"**Phase fractions** (label policy {info.get('policy', 'raw')})")
         _ui.phase_legend(range(n))
         st.dataframe(pd.DataFrame(rows), hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
-                                    ("target %", "generator alone %", "achieved %",
+                                    ("target %", "training %", "generator alone %", "achieved %",
                                      "expected spread (± pp)", "surface-area change %")}
                      | {"S2 change": st.column_config.NumberColumn(format="%.3f")})
         if morph:
@@ -284,7 +324,7 @@ def show_fraction_report(info: dict, spread) -> None:
             sa = morph.get("surface_area")
             m2.metric("Surface-area change (largest)", "-" if sa is None else f"{100 * sa:.0f} %")
             st.caption(
-                "Compared with the unsteered volume of the same seed (central "
+                "Compared with the raw volume of the same seed (central "
                 f"{' x '.join(map(str, morph.get('shape', [])))} voxels): S2 change is the mean "
                 "absolute change of each phase's two-point correlation (0 = same texture), "
                 "surface-area change the relative change of its specific surface area. Some "

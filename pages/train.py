@@ -158,6 +158,8 @@ def show_run(run_dir: Path) -> None:
         with chart:
             if rows:
                 st.plotly_chart(render.loss_figure(rows), key="loss_chart")
+                if info.model == "slicegan" and any(r.get("fraction_error") for r in rows):
+                    st.plotly_chart(fraction_error_figure(rows), key="fraction_error_chart")
             else:
                 st.info("The loss curves appear after the first training step.",
                         icon=":material/hourglass_top:")
@@ -181,6 +183,23 @@ def show_run(run_dir: Path) -> None:
     if info.step > 0 or (job is not None and job.step > 0):
         st.page_link(_ui.PAGES["generate"], label="Generate from this run",
                      icon=":material/arrow_forward:")
+
+
+def fraction_error_figure(rows: list[dict]):
+    """Density difference (the logged ``fraction_error``, in percentage points) vs step."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    steps = [r["step"] for r in rows if r.get("fraction_error") is not None]
+    pp = np.array([100 * r["fraction_error"] for r in rows if r.get("fraction_error") is not None])
+    k = max(1, min(25, len(pp) // 10))
+    smooth = np.convolve(pp, np.ones(k) / k, mode="valid") if len(pp) >= k else pp
+    fig = go.Figure([go.Scatter(x=steps, y=pp, mode="lines", name="per step", opacity=0.35),
+                     go.Scatter(x=steps[k - 1:], y=smooth, mode="lines", name=f"mean of {k}")])
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Phase-fraction difference (generated - target), pp",
+                      xaxis_title="step", yaxis_title="pp")
+    return fig
 
 
 def new_run_form(ds) -> None:
@@ -241,6 +260,14 @@ def new_run_form(ds) -> None:
                          '{"batch_size": 4}.', icon=":material/error:")
                 return
             overrides.update(more)
+    if model == "slicegan" and ds[0].kind == "nphase":  # conditional SliceGAN (docs/fractions.md)
+        c1, c2 = st.columns([1, 1], vertical_alignment="center")
+        if c1.checkbox("Train for phase-fraction control", key="new_conditional",
+                       help="The generator also learns to make other phase fractions than the "
+                            "training image's (within the range), so the Generate page's sliders "
+                            "change the structure itself, not just a threshold. Slower to train."):
+            radius = c2.slider("Range (± percentage points per phase)", 2, 20, 10, key="new_fraction_range")
+            overrides.update(conditional=True, fraction_range=radius / 100)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(ds[0].source or "data").stem)[:24].strip("-")
     name = st.text_input("Run name", value="", key="new_name",
                          placeholder=f"{model}-{stem}-<date-time> (automatic)")

@@ -186,8 +186,10 @@ def test_train_generate_analyze_export(home, monkeypatch):
     # Analyze
     at.switch_page("pages/analyze.py").run(timeout=120)
     check(at)
-    table = at.dataframe[0].value
-    assert {"phase fraction", "percolating fraction"} <= set(table["metric"])
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert "phase fraction" in set(table["metric"])
+    assert "percolating fraction (2D, slice-wise)" in set(table["metric"])
+    assert any("3D percolation" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) >= 2
     at.button(key="tau_btn").click().run(timeout=180)
     check(at)
@@ -292,11 +294,12 @@ def test_generate_with_phase_fractions(home):
     next(b for b in at.button if b.label == "Generate").click().run(timeout=180)
     check(at)
     gen = at.session_state["generated"]
-    assert gen.array.shape == (32, 32, 32) and gen.fractions is not None
+    assert gen.array.shape == (32, 32, 32) and gen.policy == "steered"
     table = next(d.value for d in at.dataframe if "achieved %" in d.value.columns)
     assert np.allclose(table["target %"], want, atol=0.06)
     assert np.max(np.abs(table["achieved %"] - table["target %"])) <= 1.5, table
-    assert np.allclose(table["achieved %"], 100 * np.array(gen.fractions["achieved"]))
+    assert np.allclose(table["achieved %"], 100 * np.array(gen.info["achieved_fractions"]))
+    assert any("label policy **steered**" in m.value for m in at.markdown)
     assert any(m.label.startswith("S2 change") for m in at.metric)
     # outside the supported range: a message, not a traceback, and nothing generated
     sliders = [at.slider(key=f"gen_frac_frac_{k}") for k in range(n - 1)]
@@ -310,6 +313,66 @@ def test_generate_with_phase_fractions(home):
         check(at)
         assert at.error and "ractions" in at.error[0].value
         assert at.session_state["generated"] is gen
+
+
+def test_train_for_phase_fraction_control_checkbox(home):
+    """The Train page's checkbox makes a conditional SliceGAN run with the chosen range, and the
+    phase-fraction difference is plotted against the step."""
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    check(at)
+    at.text_area(key="new_extra").set_value(json.dumps(TINY))
+    at.number_input(key="new_steps_slicegan_quick").set_value(3)
+    at.checkbox(key="new_conditional").check().run()
+    check(at)
+    at.slider(key="new_fraction_range").set_value(8)
+    at.button(key="start_btn").click().run()
+    check(at)
+    run_dir = Path(at.session_state["run_dir"])
+    mc = json.loads((run_dir / "config.json").read_text())["model_config"]
+    assert mc["conditional"] is True and mc["fraction_range"] == pytest.approx(0.08)
+    for _ in range(240):
+        time.sleep(0.5)
+        at.run()
+        check(at)
+        bar = at.get("progress")
+        if bar and bar[0].proto.text.startswith("Finished"):
+            break
+    assert bar[0].proto.text.startswith("Finished: step 3 / 3"), bar[0].proto.text
+    figs = [c for c in at.get("plotly_chart") if "Phase-fraction difference" in c.proto.spec]
+    assert figs, "no fraction-difference chart"
+
+
+def test_analyze_headline_says_under_trained(home, monkeypatch):
+    """A 2-step run, calibrated to the training fractions: the fractions match by construction,
+    yet the Analyze headline says the generator is under-trained (from S2 / surface area /
+    generator-alone fractions), and a volume bigger than the analysis bound is sampled."""
+    from matgen_core import io, quality, runs, train
+
+    run = home / "short"
+    runs.create_run(run, "slicegan", [io.read_micrograph(EXAMPLE)], preset="quick", overrides=TINY)
+    train.train(run, steps=2, device="cpu")
+    at = new_app()
+    at.switch_page("pages/generate.py").run()
+    check(at)
+    assert at.radio(key="gen_policy").value == "raw"  # the default: the generator's own labels
+    at.radio(key="gen_policy").set_value("calibrated").run()
+    for k in ("gen_z", "gen_y", "gen_x"):
+        at.number_input(key=k).set_value(40)
+    next(b for b in at.button if b.label == "Generate").click().run(timeout=180)
+    check(at)
+    gen = at.session_state["generated"]
+    assert gen.policy == "calibrated"
+    assert "calibrated" in texts(at) and "generator alone" in texts(at)
+    monkeypatch.setattr(quality, "ANALYZE_SIDE", 32)
+    at.switch_page("pages/analyze.py").run(timeout=180)
+    check(at)
+    assert at.error, "no poor-quality headline"
+    assert at.error[0].value.startswith("**Under-trained"), at.error[0].value
+    assert "central 32 x 32 x 32 voxels of the 40 x 40 x 40 volume" in texts(at)
+    assert "set by calibrated labelling" in texts(at)
+    verdicts = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert "poor" in set(verdicts["verdict"])
 
 
 def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
@@ -340,7 +403,8 @@ def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     assert gen.array.shape[0] == 4 and len(at.image) >= 4
     at.switch_page("pages/analyze.py").run(timeout=120)
     check(at)
-    assert at.dataframe and "phase fraction" in set(at.dataframe[0].value["metric"])
+    assert any("metric" in d.value.columns and "phase fraction" in set(d.value["metric"])
+               for d in at.dataframe)
     captured = {}
     from streamlit.runtime.media_file_manager import MediaFileManager
 

@@ -46,6 +46,11 @@ def test_sample_targets_stay_in_range_and_on_simplex():
 def test_condition_channels_change_the_output_and_default_is_training_fractions():
     tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True)
     assert tr.generator.convs[0].in_channels == TINY_SLICEGAN["nz"] + 2
+    tr._init_fraction_path()  # as the first training step does: the direct path starts non-zero
+    with torch.no_grad():  # and a morphology path as training would make it
+        for net in (tr.generator, tr.generator_ema):
+            for lin in net.cond_shift:
+                lin.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     center = tr.fraction_center.numpy()
     a = tr.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5])
     b = tr.sample((32, 32, 32), seed=0, fractions=[0.75, 0.25])
@@ -58,6 +63,12 @@ def test_condition_channels_change_the_output_and_default_is_training_fractions(
     assert np.array_equal(tr2.sample((32, 32, 32), seed=0, fractions=[0.5, 0.5]), a)
     with pytest.raises(ValueError, match="not conditional"):
         trainer([blobs(64)], 2).sample((32, 32, 32), fractions=[0.5, 0.5])
+    # a checkpoint from before the post-normalisation code path loads as it was trained
+    legacy = {k: v for k, v in tr.state_dict()["generator"].items() if not k.startswith("cond_shift.")}
+    tr3 = trainer(None, 2, conditional=True)
+    tr3.generator.load_state_dict(legacy)
+    assert tr3.generator.code_at_input and not tr2.generator.code_at_input
+    assert all(float(lin.weight.detach().abs().sum()) == 0 for lin in tr3.generator.cond_shift)
 
 
 def test_conditional_training_steps_log_fraction_error(tmp_path):
@@ -75,7 +86,11 @@ def test_conditional_training_steps_log_fraction_error(tmp_path):
     res = generate.generate(run, shape=(32, 32, 32), seed=3, fractions=t, device="cpu")
     got = np.bincount(res.array.ravel(), minlength=2) / res.array.size
     assert np.allclose(got, t, atol=0.005)
-    assert res.fractions["conditional"] and "s2" in res.fractions["morphology"]
+    assert res.policy == "steered" and res.info["conditional"] and "s2" in res.info["morphology"]
+    assert np.allclose(res.info["achieved_fractions"], got)
+    one = generate.generate(run, shape=(48, 40, 56), seed=3, fractions=t, device="cpu", tile=0)
+    tiled = generate.generate(run, shape=(48, 40, 56), seed=3, fractions=t, device="cpu", tile=16)
+    assert "tiles" in tiled.info["computed"] and np.array_equal(tiled.array, one.array)
     with pytest.raises(MatgenInputError, match="trained range"):
         generate.generate(run, shape=(32, 32, 32), fractions=[rng["center"][0] - 0.2,
                                                               rng["center"][1] + 0.2], device="cpu")
@@ -124,8 +139,59 @@ def test_cli_fractions_flag(tmp_path, capsys):
     vol = np.load(out)
     assert vol.shape == (40, 40, 40)
     assert np.abs(np.bincount(vol.ravel(), minlength=3) / vol.size - t).max() <= 0.005
-    assert "achieved" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "policy steered" in printed and "achieved" in printed and "generator alone" in printed
     bad = ",".join(f"{v:.4f}" for v in c + [0.3, -0.2, -0.1])
     assert cli.main(["generate", str(run), "--out", str(out), "--size", "40",
                      "--fractions", bad]) == 2
     assert "Supported" in capsys.readouterr().err
+
+
+def test_lattice_sample_is_bounded_and_covers_the_volume():
+    from matgen_core.fractions import LatticeSample
+
+    assert LatticeSample((128, 128, 128)).stride == 1
+    big = LatticeSample((300, 256, 257))
+    assert big.stride == 3 and np.prod([-(-n // 3) for n in (300, 256, 257)]) <= fractions.LATTICE_VOXELS
+    # tiles with any origin contribute exactly the lattice voxels they hold
+    s = LatticeSample((10, 10, 10), max_voxels=200)
+    assert s.stride == 2
+    vol = torch.rand(2, 10, 10, 10)
+    s.add(vol[:, :5], (0, 0, 0))
+    s.add(vol[:, 5:], (5, 0, 0))
+    whole = LatticeSample((10, 10, 10), max_voxels=200)
+    whole.add(vol, (0, 0, 0))
+    assert s.logp().shape == whole.logp().shape == (2, 125)
+    assert np.array_equal(np.sort(s.logp(), axis=1), np.sort(whole.logp(), axis=1))
+
+
+def test_sharpened_density_loss_tracks_the_labels():
+    """The conditional density loss also penalises the sharpened (argmax-like) fractions."""
+    tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True)
+    # soft mean exactly on target (0.5) while 75 % of the voxels' argmax is phase 0
+    fake = torch.zeros(1, 2, 8, 8, 8)
+    fake[:, 0] = 0.55
+    fake[:, 0, :, :, 6:] = 0.35
+    fake[:, 1] = 1 - fake[:, 0]
+    loss, err = tr._fraction_loss(fake, torch.tensor([[0.5, 0.5]]))
+    labels = fake.argmax(1).float()
+    argmax_gap = abs((labels == 0).float().mean().item() - 0.5)
+    soft_gap = abs(fake[:, 0].mean().item() - 0.5)
+    assert soft_gap < 0.02 and argmax_gap > 0.2, "soft mean on target, labels off it"
+    assert 0.5 * argmax_gap < err <= argmax_gap + 1e-6 and float(loss) > 0
+
+
+def test_averaged_generator_statistics_are_estimated_over_the_trained_range():
+    """The EMA generator's BatchNorm statistics see targets over the whole range, as in training
+    (estimated at the centre alone they shift every off-centre volume)."""
+    tr = trainer([blobs(64, fraction=0.35)], 2, conditional=True, ema_decay=0.9)
+    t = tr._refresh_targets(64, torch.Generator().manual_seed(0))
+    assert t.shape == (64, 2) and float(t[:, 0].std()) > 0.03
+    assert ((t - tr.fraction_center).abs() <= tr.fraction_range + 1e-5).all()
+    assert trainer([blobs(64)], 2)._refresh_targets(4, torch.Generator()) is None
+    tr.train_step(1)
+    seen = []
+    original = tr._condition
+    tr._condition = lambda z, targets: (seen.append(targets), original(z, targets))[1]
+    tr.sampling_generator  # stale after the step: statistics re-estimated
+    assert seen and all(s is not None and s.shape[0] == z for s, z in zip(seen, [2] * len(seen)))

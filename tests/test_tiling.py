@@ -1,4 +1,6 @@
 """Tiled generation (matgen_core/tiling.py): tiles reproduce one pass, streaming, tile choice."""
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -50,7 +52,7 @@ def test_plan_covers_each_voxel_once_with_uneven_tiles():
 def test_tiled_equals_one_pass_nphase(shape, tile):
     tr = random_trainer()
     ref = one_pass(tr, shape, seed=2)
-    got = tiling.generate_array(tr, shape, seed=2, tile=tile)
+    got, _ = generate.make_volume(tr, shape, seed=2, tile=tile)
     assert got.shape == ref.shape and got.dtype == np.uint8
     assert (got != ref).mean() <= 1e-4
     assert len(np.unique(ref)) == 3, "the random generator makes all phases (a real check)"
@@ -60,24 +62,30 @@ def test_tiled_equals_one_pass_gray_and_periodic():
     tr = random_trainer(kind="gray", n_phases=0, seed=1)
     shape = (36, 50, 41)
     ref = one_pass(tr, shape, seed=5, periodic=(False, True, True))
-    got = tiling.generate_array(tr, shape, seed=5, tile=24, periodic=(False, True, True))
+    got, _ = generate.make_volume(tr, shape, seed=5, tile=24, periodic=(False, True, True))
     assert (got != ref).mean() <= 1e-4
     assert ref.std() > 0
 
 
-def test_streamed_npy_and_bigtiff_match_and_keep_metadata(tmp_path):
+def test_streamed_npy_and_bigtiff_match_and_keep_metadata(tmp_path, monkeypatch):
     tr = random_trainer()
     shape = (30, 40, 50)
     ref = one_pass(tr, shape, seed=1)
-    arr = tiling.generate_npy(tmp_path / "v.npy", tr, shape, seed=1, tile=32)
+    arr, info = generate.make_volume(tr, shape, seed=1, tile=32, out_path=tmp_path / "v.npy")
     assert isinstance(arr, np.memmap) and np.array_equal(np.load(tmp_path / "v.npy"), ref)
-    tiling.generate_bigtiff(tmp_path / "v.tif", tr, shape, seed=1, tile=32, voxel_size=0.5,
-                            unit="um", phase_values=[0, 128, 255])
+    assert io.read_generation_info(tmp_path / "v.npy") == json.loads(json.dumps(info))
+    monkeypatch.setattr(io, "_BIGTIFF_BYTES", 1000)  # stream this small volume as a BigTIFF
+    data = {"kind": "nphase", "voxel_size": 0.5, "unit": "um", "phase_values": [0, 128, 255]}
+    arr, info = generate.make_volume(tr, shape, seed=1, tile=32, out_path=tmp_path / "v.tif",
+                                     policy="calibrated", targets=[0.3, 0.3, 0.4], file_meta=data)
     vol, meta = io.read_volume(tmp_path / "v.tif")
-    assert np.array_equal(vol, ref)
+    assert np.array_equal(vol, arr) and not np.array_equal(vol, ref)
     assert meta == {"voxel_size": 0.5, "unit": "um", "phase_values": [0, 128, 255]}
     with tifffile.TiffFile(tmp_path / "v.tif") as tif:
         assert tif.is_bigtiff
+    got = io.read_generation_info(tmp_path / "v.tif")
+    assert got["policy"] == "calibrated" and got["bias"] == info["bias"]
+    assert np.allclose(got["achieved_fractions"], np.bincount(vol.ravel(), minlength=3) / vol.size)
 
 
 def test_choose_tile_and_memory_estimate():
@@ -110,84 +118,81 @@ def _run_with_checkpoint(tmp_path):
 def test_generate_tile_and_out_path(tmp_path):
     run = _run_with_checkpoint(tmp_path)
     shape = (24, 40, 72)
-    # the raw generator output (no phase-fraction calibration): tiles reproduce one pass exactly
-    ref = generate.generate(run, shape=shape, seed=3, tile=0, calibrate=False).array
+    # the raw generator output (the default policy): tiles reproduce one pass exactly
+    ref = generate.generate(run, shape=shape, seed=3, tile=0).array
     seen = []
-    tiled = generate.generate(run, shape=shape, seed=3, tile=20, progress=seen.append, calibrate=False)
-    assert tiled.fractions is None
+    tiled = generate.generate(run, shape=shape, seed=3, tile=20, progress=seen.append)
+    assert tiled.policy == "raw" and tiled.info["bias"] is None
     assert np.array_equal(tiled.array, ref) and seen[-1] == 1.0
     # auto: a tiny budget forces tiles; same volume
-    auto = generate.generate(run, shape=shape, seed=3, memory_budget_bytes=2 * 2**20, calibrate=False)
-    assert np.array_equal(auto.array, ref)
-    res = generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.npy", tile=32, calibrate=False)
+    auto = generate.generate(run, shape=shape, seed=3, memory_budget_bytes=2 * 2**20)
+    assert "tiles" in auto.info["computed"] and np.array_equal(auto.array, ref)
+    res = generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.npy", tile=32)
     assert np.array_equal(np.load(tmp_path / "o.npy"), ref) and np.array_equal(res.array, ref)
-    generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.tif", calibrate=False)
+    generate.generate(run, shape=shape, seed=3, out_path=tmp_path / "o.tif")
     vol, meta = io.read_volume(tmp_path / "o.tif")
     assert np.array_equal(vol, ref) and meta["phase_values"] == [0, 255]
+    assert io.read_generation_info(tmp_path / "o.tif")["policy"] == "raw"
 
 
-def test_tiled_volume_is_calibrated_like_one_pass(tmp_path):
-    """Within the probe size, the probe is the whole volume: tiled calibrated == one pass."""
-    run = _run_with_checkpoint(tmp_path)
-    shape = (24, 40, 72)
-    from matgen_core import fractions
-
-    target = fractions.training_fractions(run)
-    one = generate.generate(run, shape=shape, seed=3, tile=0, fractions=target)
-    tiled = generate.generate(run, shape=shape, seed=3, tile=20, out_path=tmp_path / "t.npy",
-                              fractions=target)
-    assert generate.generate(run, shape=shape, seed=3, tile=20).fractions is None, \
-        "default calibration is for one pass only"
-    assert one.fractions and tiled.fractions and tiled.fractions["probe"] == list(shape)
-    assert np.allclose(tiled.fractions["bias"], one.fractions["bias"], atol=1e-6)
-    assert np.mean(tiled.array != one.array) <= 1e-4
-    counted = np.bincount(np.load(tmp_path / "t.npy").ravel(), minlength=2) / np.prod(shape)
-    assert np.allclose(tiled.fractions["achieved"], counted)
-
-
-def test_volume_beyond_the_probe_meets_the_target(tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy", ["raw", "calibrated", "steered"])
+def test_every_policy_is_identical_one_pass_tiled_and_streamed(tmp_path, policy):
+    """Done-when of issue #14: same run, seed, shape and policy -> the same volume, however made."""
     from matgen_core import fractions
 
     run = _run_with_checkpoint(tmp_path)
-    shape = (48, 64, 64)
-    raw = generate.generate(run, shape=shape, seed=5, tile=32, calibrate=False).array
-    target = fractions.training_fractions(run)
-    raw_frac = np.bincount(raw.ravel(), minlength=2) / raw.size
-    monkeypatch.setattr(fractions, "PROBE_SIDE", 32)
-    res = generate.generate(run, shape=shape, seed=5, tile=32, fractions=target)
-    info = res.fractions
-    assert info["probe"] == [32, 32, 32]
-    achieved = np.bincount(res.array.ravel(), minlength=2) / res.array.size
-    assert np.allclose(info["achieved"], achieved)
-    assert np.abs(achieved - target).max() < 0.03, (achieved, target, raw_frac)
-    assert np.abs(achieved - target).max() < np.abs(raw_frac - target).max()
-    # asked-for fractions work tiled too (non-conditional run: +-15 pp of the training image)
-    want = target + np.array([0.08, -0.08])
-    steered = generate.generate(run, shape=shape, seed=5, tile=32, fractions=want).fractions
-    assert np.abs(np.asarray(steered["achieved"]) - want).max() < 0.03
-    assert steered["morphology"]["s2"] >= 0
+    shape = (40, 48, 56)
+    center = fractions.training_fractions(run)
+    kw = {"fractions": center + [0.06, -0.06]} if policy == "steered" else {"policy": policy}
+    one = generate.generate(run, shape=shape, seed=5, tile=0, **kw)
+    tiled = generate.generate(run, shape=shape, seed=5, tile=16, **kw)
+    streamed = generate.generate(run, shape=shape, seed=5, tile=16, out_path=tmp_path / "s.npy", **kw)
+    vti = generate.generate(run, shape=shape, seed=5, tile=0, out_path=tmp_path / "s.vti", **kw)
+    assert one.info["computed"] == "one pass" and "tiles" in tiled.info["computed"]
+    assert np.array_equal(one.array, tiled.array) and np.array_equal(one.array, np.load(tmp_path / "s.npy"))
+    assert np.array_equal(one.array, vti.array)
+    assert one.info["bias"] == tiled.info["bias"] == streamed.info["bias"]
+    counted = np.bincount(one.array.ravel(), minlength=2) / one.array.size
+    assert np.allclose(one.info["achieved_fractions"], counted)
+    for path in ("s.npy", "s.vti"):
+        rec = io.read_generation_info(tmp_path / path)
+        assert rec["policy"] == policy and rec["seed"] == 5 and rec["shape"] == list(shape)
+        assert rec["step"] == 0 and rec["run_name"] == "run"
+        assert rec["achieved_fractions"] == pytest.approx(counted.tolist())
+    raw = generate.generate(run, shape=shape, seed=5, tile=0).array
+    alone = np.bincount(raw.ravel(), minlength=2) / raw.size
+    assert np.allclose(one.info["generator_fractions"], alone)
+    if policy == "raw":
+        assert one.info["bias"] is None and np.array_equal(one.array, raw)
+    else:
+        target = np.asarray(one.info["target_fractions"])
+        assert np.abs(counted - target).max() <= 0.003, (counted, target)
+        assert np.abs(alone - target).max() > 0.01, "the tiny generator alone misses: a real check"
+    log = (run / "generations.jsonl").read_text().splitlines()
+    assert len(log) == 5 and [json.loads(r)["policy"] for r in log] == [policy] * 4 + ["raw"]
 
 
-def test_cli_generate_tile_flag(tmp_path):
+def test_cli_generate_tile_flag(tmp_path, capsys):
     from matgen_core import cli
 
     run = _run_with_checkpoint(tmp_path)
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "a.npy"), "--shape", "20,30,40",
-                     "--tile", "0", "--raw"]) == 0
+                     "--tile", "0"]) == 0
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "b.tif"), "--shape", "20,30,40",
                      "--tile", "16", "--raw"]) == 0
     a = np.load(tmp_path / "a.npy")
     b, meta = io.read_volume(tmp_path / "b.tif")
     assert a.shape == (20, 30, 40) and np.array_equal(a, b) and meta["phase_values"] == [0, 255]
-    # calibrated with --fractions, tiled or in one pass
-    from matgen_core import fractions
-
-    target = ",".join(f"{v:.6f}" for v in fractions.training_fractions(run))
-    assert cli.main(["generate", str(run), "--out", str(tmp_path / "c.npy"), "--shape", "20,30,40",
-                     "--tile", "16", "--fractions", target]) == 0
-    assert cli.main(["generate", str(run), "--out", str(tmp_path / "d.npy"), "--shape", "20,30,40",
-                     "--fractions", target]) == 0
+    assert "policy raw" in capsys.readouterr().out
+    for name, tile in (("c.npy", "16"), ("d.npy", "0")):
+        assert cli.main(["generate", str(run), "--out", str(tmp_path / name), "--shape", "20,30,40",
+                         "--tile", tile, "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "policy calibrated" in out and "generator alone" in out and "bias" in out
     c, d = np.load(tmp_path / "c.npy"), np.load(tmp_path / "d.npy")
-    assert np.mean(c != d) <= 1e-4 and not np.array_equal(a, c)
+    assert np.array_equal(c, d) and not np.array_equal(a, c)
     assert cli.main(["generate", str(run), "--out", str(tmp_path / "e.tif"), "--size", "8",
                      "--tile", "-3"]) == 2
+    assert cli.main(["generate", str(run), "--out", str(tmp_path / "e.tif"), "--size", "8",
+                     "--raw", "--fractions", "0.5,0.5"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err

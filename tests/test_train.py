@@ -112,10 +112,10 @@ def test_generate_from_run_is_seeded_and_shaped(run_dir):
     assert np.array_equal(a.array, b.array)
     assert set(np.unique(a.array)) <= {0, 1}
     assert a.voxel_size == 0.5 and a.phase_values == [0, 255]
-    # by default the volume is calibrated to the training image's phase fractions
-    assert abs(a.fractions["achieved"][1] - blobs(64).mean()) < 0.01
-    raw = generate.generate(run_dir, shape=(16, 40, 24), seed=5, calibrate=False)
-    assert raw.fractions is None
+    # the default policy is the raw generator; calibrated meets the training image's fractions
+    assert a.policy == "raw" and a.info["bias"] is None
+    cal = generate.generate(run_dir, shape=(16, 40, 24), seed=5, policy="calibrated")
+    assert abs(cal.info["achieved_fractions"][1] - blobs(64).mean()) < 0.01
 
 
 def test_generate_without_checkpoint_is_a_clear_error(run_dir):
