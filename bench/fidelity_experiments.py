@@ -114,7 +114,7 @@ def cmd_eval(args) -> None:
     record = json.loads(record_path.read_text())
     evals = record.setdefault("eval", {})
     for seed in args.seeds:
-        for mode in ("raw", "default"):
+        for mode in args.modes:
             g = generate(run_dir, shape=(SIZE,) * 3, seed=seed, calibrate=(mode == "default"), device="cpu", tile=0)
             key = f"{mode}_s{seed}"
             evals[key] = stats(np.asarray(g.array), tau=not args.no_tau)
@@ -186,6 +186,7 @@ def main(argv=None) -> None:
     e.add_argument("name")
     e.add_argument("--seeds", type=int, nargs="+", default=[1])
     e.add_argument("--no-tau", action="store_true")
+    e.add_argument("--modes", nargs="+", default=["raw", "default"], choices=["raw", "default"])
     sub.add_parser("truth")
     for p in (t, e, sub.choices["truth"]):
         p.add_argument("--threads", type=int, default=1)

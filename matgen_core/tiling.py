@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .data import decode, n_channels
+from .models.slicegan import autocast
 
 _BIGTIFF_BYTES = 2**31  # as io.write_tiff: above this many bytes of pixels a TIFF must be BigTIFF
 _SAFETY = 1.5  # peak-memory estimate margin (allocator slack, oneDNN scratch, layout copies)
@@ -208,14 +209,6 @@ def _latent_len(n: int, layers) -> int:
 # -------------------------------------------------------------------------------------------
 # Generation
 # -------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, precision: str):
-    import contextlib
-
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def iter_slabs(trainer, shape, seed: int = 0, tile: int | None = None, periodic=(False, False, False),
                fractions=None, precision: str | None = None,
                progress: Callable[[float], None] | None = None, bias=None,
@@ -261,7 +254,7 @@ def _tiles(trainer, gen, z, shape, plans, stride, kind, precision, progress, bia
             for (yl0, yl1, ya, yb) in plans[1]:
                 for (xl0, xl1, xa, xb) in plans[2]:
                     part = z[:, :, zl0:zl1, yl0:yl1, xl0:xl1].contiguous(memory_format=torch.channels_last_3d)
-                    with _autocast(trainer.device, precision):
+                    with autocast(trainer.device, precision):
                         out = gen(part)[0]
                     oz, oy, ox = zl0 * stride, yl0 * stride, xl0 * stride
                     out = out[:, za - oz:zb - oz, ya - oy:yb - oy, xa - ox:xb - ox]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -27,44 +28,59 @@ from ..errors import MatgenInputError
 from ..render import to_display
 
 # ---------------------------------------------------------------------------------------------
-# Presets: every key can be overridden. "paper" is the published (v1.1) architecture and
-# hyperparameters; "quick" is a small network and faster optimiser settings for a 2-core CPU.
+# Presets: frozen data (read-only mappings, tuples); every key can be overridden per run
+# (runs.create_run copies the preset into the run's config.json). ``description`` is one line for
+# the app's Train page. Keys beyond the networks and optimiser:
+#   critic_step_per_direction: True = one critic optimiser step per slicing direction (published
+#       v1.1: 3 x critic_iters critic updates per generator step); False = one step on the loss
+#       summed over the directions (critic_iters updates per generator step).
+#   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
+#   critic_slices: slices per volume and direction shown to the critic (None = all of them).
+#   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
-PRESETS = {
-    "paper": dict(
-        nz=16, lz=4, img_size=64,
-        gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-        gen_paddings=[2, 2, 2, 2, 3],
-        critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
-        critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
-        lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, real_batch=32, critic_iters=5,
-        gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
-        ema_decay=0.0,
-    ),
-    "quick": dict(
-        # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
-        # random slices per volume, faster optimiser settings, a density loss toward the training
-        # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
-        # a step than the published 64^3 geometry, which gets only ~100 steps in 10 CPU minutes.
-        # For coarser structures use img_size 64 (lz 4, critic layers as in "paper").
-        nz=16, lz=3, img_size=32,
-        gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-        gen_paddings=[2, 2, 2, 2, 3],
-        critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
-        critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
-        lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, real_batch=16, critic_iters=2,
-        gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=2000,
-        ema_decay=0.98,
-    ),
-}
+def _frozen(**values) -> MappingProxyType:
+    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+_PAPER = dict(
+    description="The published SliceGAN v1.1 recipe (64^3 volumes, 5,400 generator steps): "
+                "hours on a GPU, not for CPUs.",
+    nz=16, lz=4, img_size=64,
+    gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, gen_batch_size=32, real_batch=32,
+    critic_iters=5, critic_step_per_direction=True,
+    gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
+    ema_decay=0.0, conditional=False, fraction_range=0.1,
+)
+_QUICK = dict(
+    description="Small network, fast settings for a 2-core CPU (about 10 CPU minutes): "
+                "quick look at a 3D volume.",
+    # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
+    # random slices per volume, faster optimiser settings, a density loss toward the training
+    # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
+    # a step than the published 64^3 geometry, which gets only ~100 steps in 10 CPU minutes.
+    # For coarser structures use img_size 64 (lz 4, critic layers as in "paper").
+    nz=16, lz=3, img_size=32,
+    gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
+    lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
+    critic_iters=2, critic_step_per_direction=False,
+    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=2000,
+    ema_decay=0.98, conditional=False, fraction_range=0.1,
+)
+PRESETS = MappingProxyType({"paper": _frozen(**_PAPER), "quick": _frozen(**_QUICK)})
+del _PAPER, _QUICK
 
 
 # --- conditional SliceGAN: config defaults (docs/fractions.md) -------------------------------
 # conditional: target phase fractions enter the generator as constant latent channels;
-# fraction_range: targets are sampled within +- this many (fraction units) of the training image's.
-for _preset in PRESETS.values():
-    _preset.setdefault("conditional", False)
-    _preset.setdefault("fraction_range", 0.1)
+# fraction_range: targets are sampled within +- this many (fraction units) of the training image's
+# (both keys are in every preset above).
 DEFAULT_CONDITIONAL_FRACTION_WEIGHT = 10.0  # density-loss weight when fraction_weight is 0
 
 
@@ -387,9 +403,7 @@ class SliceGANTrainer:
 
     # -- precision ----------------------------------------------------------------------------
     def _autocast(self):
-        if self.config.get("precision") == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.config.get("precision", "fp32"))
 
     def _noise(self, batch: int, lz: int | tuple, generator=None) -> torch.Tensor:
         shape = (lz, lz, lz) if isinstance(lz, int) else tuple(lz)
@@ -466,12 +480,25 @@ class SliceGANTrainer:
             groups.setdefault(image, []).append(axis)
         return list(groups.items())
 
+    def critic_updates_per_iteration(self) -> list[list[tuple[int, list[int]]]]:
+        """The critic optimiser steps of one critic iteration, each a list of (critic, directions).
+
+        ``critic_step_per_direction`` (the published v1.1 recipe): one step per slicing direction,
+        so 3 x ``critic_iters`` critic updates per generator step. Otherwise one step on the loss
+        summed over all directions and critics (``critic_iters`` updates per generator step).
+        """
+        groups = self.critic_groups()
+        if self.config.get("critic_step_per_direction", False):
+            return [[(index, [axis])] for index, axes in groups for axis in axes]
+        return [groups]
+
     def train_step(self, step: int) -> dict:
-        """One generator update after ``critic_iters`` critic updates; returns the losses.
+        """One generator update after ``critic_iters`` critic iterations; returns the losses.
 
         The WGAN-GP of Kench & Cooper: per slicing direction, critic loss mean D(fake slices) -
-        mean D(real crops) + lambda * gradient penalty, summed over the directions; generator loss
-        -sum of mean D(fake slices) (+ the density loss). Computed with as few, large critic
+        mean D(real crops) + lambda * gradient penalty, summed over the directions (or one
+        optimiser step per direction: ``critic_step_per_direction``, as published); generator loss
+        -sum of mean D(fake slices) of ``gen_batch_size`` fresh volumes (+ the density loss). Computed with as few, large critic
         calls as possible: the directions that share a critic (all three when isotropic) and the
         real and fake samples go through it in one batch, the penalty's interpolates in another;
         the critic's weights are frozen during the generator's update (its weight gradients would
@@ -482,33 +509,36 @@ class SliceGANTrainer:
         self.generator.train()
         count = c.get("critic_slices")
         bs, lz = c["batch_size"], c["lz"]
+        gen_bs = c.get("gen_batch_size") or bs
         groups = self.critic_groups()
+        updates = self.critic_updates_per_iteration()
         d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
         for _ in range(c["critic_iters"]):
             targets = self._targets(bs)
             with torch.no_grad(), self._autocast():
                 fake = self.generator(self._condition(self._noise(bs, lz), targets))
-            self.opt_d.zero_grad(set_to_none=True)
-            loss = 0.0
             d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
-            for index, axes in groups:
-                reals = [self._real(axis, targets) for axis in axes]
-                fakes = [slices(fake, axis, count).float() for axis in axes]
-                with self._autocast():
-                    parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
-                loss = loss + parts["loss"].sum()
-                d_loss_total += parts["loss"].sum().item()
-                wass_total += (parts["d_real"] - parts["d_fake"]).sum().item()
-                gp_total += parts["penalty"].sum().item()
-            loss.backward()
-            self.opt_d.step()
+            for update in updates:  # one optimiser step each (per direction in the v1.1 recipe)
+                self.opt_d.zero_grad(set_to_none=True)
+                loss = 0.0
+                for index, axes in update:
+                    reals = [self._real(axis, targets) for axis in axes]
+                    fakes = [slices(fake, axis, count).float() for axis in axes]
+                    with self._autocast():
+                        parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
+                    loss = loss + parts["loss"].sum()
+                    d_loss_total += parts["loss"].sum().item()
+                    wass_total += (parts["d_real"] - parts["d_fake"]).sum().item()
+                    gp_total += parts["penalty"].sum().item()
+                loss.backward()
+                self.opt_d.step()
 
         self.opt_g.zero_grad(set_to_none=True)
-        targets = self._targets(bs)
+        targets = self._targets(gen_bs)
         self.critics.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator(self._condition(self._noise(bs, lz), targets))
+                fake = self.generator(self._condition(self._noise(gen_bs, lz), targets))
             g_loss = 0.0
             for index, axes in groups:
                 fake_slices = torch.cat([slices(fake, axis, count) for axis in axes])
@@ -653,10 +683,20 @@ class SliceGANTrainer:
         return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
 
+def autocast(device, precision: str | None):
+    """The mixed-precision context for ``precision``: bf16 autocast on ``device``, else none.
+
+    The one helper for SliceGAN training, sampling and tiled generation ("fp32" or None: no-op).
+    """
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["PRESETS", "Generator", "subpixel_conv_transpose3d", "Critic", "SliceGANTrainer", "check_uid", "output_size",
+__all__ = ["PRESETS", "autocast", "Generator", "subpixel_conv_transpose3d", "Critic", "SliceGANTrainer", "check_uid", "output_size",
            "latent_size_for", "slices", "gradient_penalty", "critic_losses", "parameter_count", "sample_targets",
            "ConditionalGenerator"]
