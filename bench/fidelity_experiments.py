@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from matgen_core import io, metrics, runs  # noqa: E402
-from matgen_core.generate import generate  # noqa: E402
 from matgen_core.train import train  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -95,29 +94,55 @@ def cmd_train(args) -> None:
     if not (run_dir / "config.json").exists():
         runs.create_run(run_dir, "slicegan", [training_slice(labels)], preset=args.preset,
                         overrides=parse_sets(args.set), seed=args.seed)
-    record = json.loads(record_path.read_text()) if record_path.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
+    record = {"cpu_s": 0.0, "wall_s": 0.0}
     t_cpu, t_wall = time.process_time(), time.time()
     result = train(run_dir, steps=args.steps, max_minutes=args.max_minutes, log_every=10,
                    preview_every=10 ** 9, checkpoint_every=100)
-    record["cpu_s"] += time.process_time() - t_cpu
-    record["wall_s"] += time.time() - t_wall
+    cpu_s, wall_s = time.process_time() - t_cpu, time.time() - t_wall
+    if record_path.exists():  # evaluations may have been added meanwhile
+        record = {"cpu_s": 0.0, "wall_s": 0.0, **json.loads(record_path.read_text())}
+    record["cpu_s"] += cpu_s
+    record["wall_s"] += wall_s
     record.update(steps=result["step"], preset=args.preset, overrides=parse_sets(args.set),
                   threads=args.threads, seed=args.seed)
     record_path.write_text(json.dumps(record, indent=1))
     print(json.dumps({k: record[k] for k in ("steps", "cpu_s", "wall_s")}))
 
 
+def volumes(run_dir: Path, seed: int, live: bool = False, smooth: float = 0.0) -> dict:
+    """128^3 labels of a run: ``raw`` (generator argmax) and ``default`` (calibrated to the
+    training image's fractions, as ``matgen generate``). ``live``: the live generator instead of
+    the weight average; ``smooth``: Gaussian sigma (voxels) on the probabilities before argmax."""
+    from scipy import ndimage
+
+    from matgen_core import fractions
+    from matgen_core.train import build_trainer
+
+    trainer = build_trainer(run_dir, "cpu", with_data=False)
+    trainer.load_state_dict(runs.load_checkpoint(run_dir, device="cpu")["state"])
+    if live:
+        trainer.generator_ema = None
+    probs = trainer.sample((SIZE,) * 3, seed=seed)
+    if smooth > 0:
+        probs = np.stack([ndimage.gaussian_filter(p, smooth) for p in probs])
+    raw = np.argmax(probs, axis=0).astype(np.uint8)
+    default, _ = fractions.calibrate(probs, fractions.training_fractions(run_dir))
+    return {"raw": raw, "default": default}
+
+
 def cmd_eval(args) -> None:
     torch.set_num_threads(args.threads)
     run_dir = RUNS / args.name
     record_path = run_dir / "fidelity.json"
-    record = json.loads(record_path.read_text())
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
     evals = record.setdefault("eval", {})
+    step = runs.load_checkpoint(run_dir, device="cpu")["step"]
+    tag = ("_live" if args.live else "") + (f"_smooth{args.smooth:g}" if args.smooth else "")
     for seed in args.seeds:
+        vols = volumes(run_dir, seed, live=args.live, smooth=args.smooth)
         for mode in args.modes:
-            g = generate(run_dir, shape=(SIZE,) * 3, seed=seed, calibrate=(mode == "default"), device="cpu", tile=0)
-            key = f"{mode}_s{seed}"
-            evals[key] = stats(np.asarray(g.array), tau=not args.no_tau)
+            key = f"{mode}{tag}_s{seed}@{step}"
+            evals[key] = stats(vols[mode], tau=not args.no_tau)
             record_path.write_text(json.dumps(record, indent=1))
             print(key, summary_line(evals[key], truth()), flush=True)
 
@@ -186,6 +211,8 @@ def main(argv=None) -> None:
     e.add_argument("name")
     e.add_argument("--seeds", type=int, nargs="+", default=[1])
     e.add_argument("--no-tau", action="store_true")
+    e.add_argument("--live", action="store_true", help="live generator, not the weight average")
+    e.add_argument("--smooth", type=float, default=0.0, help="Gaussian sigma on probabilities")
     e.add_argument("--modes", nargs="+", default=["raw", "default"], choices=["raw", "default"])
     sub.add_parser("truth")
     for p in (t, e, sub.choices["truth"]):

@@ -301,3 +301,10 @@ def test_one_autocast_helper_for_training_and_tiling():
     assert tiling.autocast is slicegan.autocast
     assert isinstance(slicegan.autocast("cpu", "bf16"), torch.autocast)
     assert not isinstance(slicegan.autocast("cpu", "fp32"), torch.autocast)
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "paper"])
+def test_every_preset_builds_a_consistent_trainer(name):
+    tr = tiny_trainer(None, **PRESETS[name])  # the preset's own networks, no data
+    assert tr.train_size == PRESETS[name]["img_size"]
+    assert tr.critics[0](torch.zeros(1, 2, tr.train_size, tr.train_size)).shape == (1,)

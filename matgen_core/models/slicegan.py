@@ -56,13 +56,13 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1,
 )
 _QUICK = dict(
-    description="Small network, fast settings for a 2-core CPU (about 10 CPU minutes): "
-                "quick look at a 3D volume.",
+    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. 32 px "
+                "window: features over ~15 px lose their 3D connectivity (docs/fidelity.md).",
     # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
     # random slices per volume, faster optimiser settings, a density loss toward the training
     # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
-    # a step than the published 64^3 geometry, which gets only ~100 steps in 10 CPU minutes.
-    # For coarser structures use img_size 64 (lz 4, critic layers as in "paper").
+    # a step than the published 64^3 geometry. 1500 steps: ~0.38 CPU s a step measured with one
+    # thread (bench/fidelity_experiments.py), i.e. ~10 CPU minutes.
     nz=16, lz=3, img_size=32,
     gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
     gen_paddings=[2, 2, 2, 2, 3],
@@ -70,11 +70,23 @@ _QUICK = dict(
     critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
     lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
     critic_iters=2, critic_step_per_direction=False,
-    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=2000,
+    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
     ema_decay=0.98, conditional=False, fraction_range=0.1,
 )
-PRESETS = MappingProxyType({"paper": _frozen(**_PAPER), "quick": _frozen(**_QUICK)})
-del _PAPER, _QUICK
+_STANDARD = dict(
+    _QUICK,
+    description="64 px window (as published) with the quick preset's narrow networks, about "
+                "45 CPU minutes: for features up to ~30 px (docs/fidelity.md).",
+    # the published 64^3 geometry (lz 4, five critic layers) with quick's channel widths and
+    # optimiser; 2 volumes a step, 16 random slices per volume and direction.
+    lz=4, img_size=64,
+    critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    batch_size=2, critic_slices=16, steps=1200,
+)
+PRESETS = MappingProxyType({"quick": _frozen(**_QUICK), "standard": _frozen(**_STANDARD),
+                            "paper": _frozen(**_PAPER)})
+del _PAPER, _QUICK, _STANDARD
 
 
 # --- conditional SliceGAN: config defaults (docs/fractions.md) -------------------------------
