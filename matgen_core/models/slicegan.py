@@ -42,6 +42,13 @@ def _frozen(**values) -> MappingProxyType:
     return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+# "paper" = SliceGAN v1.1 (Kench & Cooper 2021, the paper release): same networks, optimiser,
+# batch sizes and schedule: per critic iteration one set of 8 fake volumes, then one Adam step
+# per slicing direction with 32 real crops and all 64 slices of each volume (gradient penalty on
+# the first 32 pairs), 5 critic iterations per generator step (15 critic updates), a generator
+# update on 32 fresh volumes, 5,400 generator steps. Known differences, none in the maths: real
+# crops are drawn at random on the fly (v1.1 pre-builds 900 x 32 random crops an epoch), and the
+# first generator update comes after 5 critic iterations (v1.1: after the first one).
 _PAPER = dict(
     description="The published SliceGAN v1.1 recipe (64^3 volumes, 5,400 generator steps): "
                 "hours on a GPU, not for CPUs.",
