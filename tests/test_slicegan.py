@@ -308,3 +308,33 @@ def test_every_preset_builds_a_consistent_trainer(name):
     tr = tiny_trainer(None, **PRESETS[name])  # the preset's own networks, no data
     assert tr.train_size == PRESETS[name]["img_size"]
     assert tr.critics[0](torch.zeros(1, 2, tr.train_size, tr.train_size)).shape == (1,)
+
+
+def test_dihedral_gives_each_crop_one_of_its_eight_orientations():
+    from matgen_core.models.slicegan import dihedral
+    x = torch.randn(64, 2, 5, 5)
+    y = dihedral(x, torch.Generator().manual_seed(0))
+    seen = set()
+    for a, b in zip(x, y):
+        options = [a, a.flip(1), a.flip(2), a.flip(1).flip(2)]
+        options += [o.transpose(1, 2) for o in options]
+        k = [i for i, o in enumerate(options) if torch.equal(o, b)]
+        assert k, "output is not a symmetry of its input"
+        seen.add(k[0])
+    assert len(seen) == 8
+
+
+def test_augment_dihedral_only_in_isotropic_runs():
+    tr = tiny_trainer([blobs(64)], augment_dihedral=True, real_batch=64)
+    torch.manual_seed(5)
+    plain = tr.samplers[1].sample(64)
+    torch.manual_seed(5)
+    crops = tr._real(1, None)  # the same crops, each in a random orientation
+    assert crops.shape == plain.shape and not torch.equal(crops, plain)
+    assert torch.allclose(crops.sum(dim=(2, 3)), plain.sum(dim=(2, 3)))
+    tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
+                       augment_dihedral=True)
+    torch.manual_seed(5)
+    plain = tr3.samplers[1].sample(4)
+    torch.manual_seed(5)
+    assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"

@@ -36,6 +36,7 @@ from ..render import to_display
 #       summed over the directions (critic_iters updates per generator step).
 #   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
 #   critic_slices: slices per volume and direction shown to the critic (None = all of them).
+#   augment_dihedral: real crops in random orientations (transpose, flips) in isotropic runs.
 #   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
 def _frozen(**values) -> MappingProxyType:
@@ -60,7 +61,7 @@ _PAPER = dict(
     lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, gen_batch_size=32, real_batch=32,
     critic_iters=5, critic_step_per_direction=True,
     gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
-    ema_decay=0.0, conditional=False, fraction_range=0.1,
+    ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. 32 px "
@@ -78,7 +79,7 @@ _QUICK = dict(
     lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
     critic_iters=2, critic_step_per_direction=False,
     gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
-    ema_decay=0.98, conditional=False, fraction_range=0.1,
+    ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
 )
 _STANDARD = dict(
     _QUICK,
@@ -347,6 +348,17 @@ def critic_losses(critic: nn.Module, reals: list[torch.Tensor], fakes: list[torc
             "penalty": penalty}
 
 
+def dihedral(crops: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each crop (N, C, H, W) in one of the 8 orientations of the square (random transpose and
+    flips): for an isotropic material the training image's own orientation carries no meaning,
+    and without this the axis that is a row in one slicing direction and a column in another (Y)
+    must fit two different in-plane orientations (augment_dihedral, isotropic runs only)."""
+    flips = torch.randint(0, 2, (3, crops.shape[0]), generator=generator).bool()
+    out = torch.where(flips[0, :, None, None, None], crops.transpose(2, 3), crops)
+    out = torch.where(flips[1, :, None, None, None], out.flip(2), out)
+    return torch.where(flips[2, :, None, None, None], out.flip(3), out)
+
+
 def direction_images(num_images: int) -> list[int]:
     """Which training image each slicing direction (Z, Y, X) is compared with.
 
@@ -474,6 +486,8 @@ class SliceGANTrainer:
         """Real crops for slicing direction ``axis`` (near the targets when conditional)."""
         n = self.config["real_batch"]
         real = self.samplers[axis].sample(n) if targets is None else self._real_near(axis, targets, n)
+        if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
+            real = dihedral(real)
         return real.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _fraction_loss(self, fake: torch.Tensor, targets: torch.Tensor | None):
