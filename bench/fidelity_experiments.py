@@ -5,6 +5,7 @@ Usage (one experiment = one training run + evaluation of its 128^3 volumes):
     python bench/fidelity_experiments.py train NAME --preset quick --steps 600 [--set key=value ...]
     python bench/fidelity_experiments.py eval NAME [--seeds 1 2]
     python bench/fidelity_experiments.py truth            # the truth's own figures (two crops)
+    python bench/fidelity_experiments.py table            # markdown table of all evaluated runs
 
 Training image: slice z=128 (an XY plane) of ../shared/data/slicegan_examples/electrode.tiff
 (256^3, 3 phases: 0 pore, 1 NMC, 2 carbon-binder). Runs go to $FIDELITY_RUNS (default
@@ -206,6 +207,45 @@ def summary_line(s: dict, t: dict | None) -> str:
     return " | ".join(parts)
 
 
+def cmd_table(args) -> None:
+    """Markdown table of every evaluated run under RUNS, errors against the truth's mean."""
+    t = truth()
+    tvf, tsa = _mean_truth(t, "vf"), _mean_truth(t, "sa")
+    ttau = {p: np.mean([tau_mean(t["A"]["tau"][p]), tau_mean(t["B"]["tau"][p])]) for p in t["A"]["tau"]}
+    print("| run | steps | CPU min | output | VF err pp (pore/NMC/CBD) | SA err % | tau pore | "
+          "tau NMC (per axis) | S2 L1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k in ("A", "B"):
+        r = t[k]
+        print(f"| truth crop {k} | | | | {_fmt(100 * (np.asarray(r['vf']) - tvf), '+.1f')} | "
+              f"{_fmt(100 * (np.asarray(r['sa']) / tsa - 1), '+.1f')} | {_tau_cell(r, '0', ttau)} | "
+              f"{_tau_cell(r, '1', ttau, True)} | |")
+    for path in sorted(RUNS.glob("*/fidelity.json")):
+        rec = json.loads(path.read_text())
+        for key, r in rec.get("eval", {}).items():
+            mode, _, step = key.partition("@")
+            l1 = np.mean([np.abs(np.asarray(r["s2"][p]) - np.mean([t["A"]["s2"][p], t["B"]["s2"][p]], axis=0)).mean()
+                          for p in r["s2"]])
+            cpu = rec.get("cpu_s", 0) / 60 * int(step) / max(int(rec.get("steps", step)), 1)
+            print(f"| {path.parent.name} | {step} | {cpu:.1f} | {mode} | "
+                  f"{_fmt(100 * (np.asarray(r['vf']) - tvf), '+.1f')} | {_fmt(100 * (np.asarray(r['sa']) / tsa - 1), '+.1f')} | "
+                  f"{_tau_cell(r, '0', ttau)} | {_tau_cell(r, '1', ttau, True)} | {l1:.4f} |")
+
+
+def _fmt(values, spec) -> str:
+    return " / ".join(format(float(v), spec) for v in values)
+
+
+def _tau_cell(r, p, ttau, axes=False) -> str:
+    if p not in r.get("tau", {}):
+        return "-"
+    v = tau_mean(r["tau"][p])
+    cell = f"{v:.2f} ({100 * (v / ttau[p] - 1):+.0f} %)"
+    if axes:
+        cell += " (" + ", ".join(f"{x:.1f}" for x in r["tau"][p]) + ")"
+    return cell
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -224,10 +264,11 @@ def main(argv=None) -> None:
     e.add_argument("--smooth", type=float, default=0.0, help="Gaussian sigma on probabilities")
     e.add_argument("--modes", nargs="+", default=["raw", "default"], choices=["raw", "default"])
     sub.add_parser("truth")
-    for p in (t, e, sub.choices["truth"]):
+    sub.add_parser("table")
+    for p in (t, e, sub.choices["truth"], sub.choices["table"]):
         p.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    {"train": cmd_train, "eval": cmd_eval, "truth": cmd_truth}[args.cmd](args)
+    {"train": cmd_train, "eval": cmd_eval, "truth": cmd_truth, "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

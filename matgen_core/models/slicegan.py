@@ -64,8 +64,8 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
 )
 _QUICK = dict(
-    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. 32 px "
-                "window: features over ~15 px lose their 3D connectivity (docs/fidelity.md).",
+    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
+                "S2 and surface area come close; 3D connectivity (tortuosity) is not reliable.",
     # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
     # random slices per volume, faster optimiser settings, a density loss toward the training
     # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
@@ -83,10 +83,11 @@ _QUICK = dict(
 )
 _STANDARD = dict(
     _QUICK,
-    description="64 px window (as published) with the quick preset's narrow networks, about "
-                "45 CPU minutes: for features up to ~30 px (docs/fidelity.md).",
+    description="The published 64 px window with narrow networks, about 40 CPU minutes, for "
+                "features over ~15 px. Not yet shown to give simulation-grade tortuosity.",
     # the published 64^3 geometry (lz 4, five critic layers) with quick's channel widths and
-    # optimiser; 2 volumes a step, 16 random slices per volume and direction.
+    # optimiser; 2 volumes a step, 16 random slices per volume and direction. ~1.9 CPU s a step
+    # measured with one thread (bench/fidelity_experiments.py): 1200 steps ~ 38 CPU minutes.
     lz=4, img_size=64,
     critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
     critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
