@@ -220,3 +220,121 @@ def test_generator_update_leaves_critic_gradients_alone():
     after = [p.grad for p in tr.critics.parameters()]
     assert all(torch.equal(x, y) for x, y in zip(seen[-1], after)), "no critic weight gradients in G step"
     assert all(p.requires_grad for p in tr.critics.parameters())
+
+
+# --- presets: frozen data; the published v1.1 training schedule -------------------------------
+
+def test_presets_are_frozen_and_described():
+    from matgen_core.models import presets
+    assert presets("slicegan") is PRESETS
+    for name, preset in PRESETS.items():
+        assert isinstance(preset.get("description"), str) and 20 < len(preset["description"]) < 200, name
+        assert "conditional" in preset and "fraction_range" in preset
+        with pytest.raises(TypeError):
+            preset["lr_g"] = 1.0  # read-only mapping
+        assert all(not isinstance(v, (list, dict)) for v in preset.values()), "no mutable values"
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = {}
+
+
+def _count_updates(tr):
+    """Patch ``tr`` to count critic optimiser steps and record the generator's batch sizes."""
+    counts = {"critic_steps": 0, "gen_batches": []}
+    step = tr.opt_d.step
+
+    def counted(*a, **k):
+        counts["critic_steps"] += 1
+        return step(*a, **k)
+
+    tr.opt_d.step = counted
+    tr.generator.register_forward_hook(lambda m, i, o: counts["gen_batches"].append(o.shape[0]))
+    return counts
+
+
+def test_paper_takes_one_critic_step_per_direction_and_a_32_volume_generator_batch():
+    # the published schedule on tiny networks: 5 critic iterations x 3 directions = 15 critic
+    # optimiser steps per generator step; the generator's update uses gen_batch_size volumes
+    small = {k: TINY_SLICEGAN[k] for k in ("lz", "img_size", "nz", "gen_channels", "critic_channels",
+                                             "critic_kernels", "critic_strides", "critic_paddings")}
+    assert PRESETS["paper"]["critic_step_per_direction"] and PRESETS["paper"]["critic_iters"] == 5
+    assert PRESETS["paper"]["gen_batch_size"] == 32 and PRESETS["paper"]["batch_size"] == 8
+    tr = tiny_trainer([blobs(64)], **{**PRESETS["paper"], **small, "real_batch": 4, "critic_slices": 2,
+                                      "batch_size": 2, "gen_batch_size": 5})
+    counts = _count_updates(tr)
+    losses = tr.train_step(0)
+    assert counts["critic_steps"] == 15
+    # 5 critic iterations make 2 volumes each (one batch for all 3 directions), then 5 for G
+    assert counts["gen_batches"] == [2] * 5 + [5]
+    assert all(np.isfinite(v) for v in losses.values())
+
+
+def test_quick_takes_one_critic_step_per_iteration_on_the_summed_loss():
+    tr = tiny_trainer([blobs(64)], critic_iters=2)
+    assert not tr.config["critic_step_per_direction"]
+    counts = _count_updates(tr)
+    tr.train_step(0)
+    assert counts["critic_steps"] == 2
+    assert counts["gen_batches"] == [tr.config["batch_size"]] * 3  # gen_batch_size None: same batch
+
+
+def test_per_direction_steps_move_the_critic_three_times():
+    # the first per-direction update changes the critic before the next direction is scored
+    torch.manual_seed(0)
+    tr = tiny_trainer([blobs(64)], critic_iters=1, critic_step_per_direction=True)
+    seen = []
+    step = tr.opt_d.step
+
+    def record(*a, **k):
+        out = step(*a, **k)
+        seen.append([p.detach().clone() for p in tr.critics.parameters()])
+        return out
+
+    tr.opt_d.step = record
+    tr.train_step(0)
+    assert len(seen) == 3
+    assert all(not torch.equal(a[0], b[0]) for a, b in zip(seen, seen[1:]))
+
+
+def test_one_autocast_helper_for_training_and_tiling():
+    from matgen_core import tiling
+    from matgen_core.models import slicegan
+    assert tiling.autocast is slicegan.autocast
+    assert isinstance(slicegan.autocast("cpu", "bf16"), torch.autocast)
+    assert not isinstance(slicegan.autocast("cpu", "fp32"), torch.autocast)
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "paper"])
+def test_every_preset_builds_a_consistent_trainer(name):
+    tr = tiny_trainer(None, **PRESETS[name])  # the preset's own networks, no data
+    assert tr.train_size == PRESETS[name]["img_size"]
+    assert tr.critics[0](torch.zeros(1, 2, tr.train_size, tr.train_size)).shape == (1,)
+
+
+def test_dihedral_gives_each_crop_one_of_its_eight_orientations():
+    from matgen_core.models.slicegan import dihedral
+    x = torch.randn(64, 2, 5, 5)
+    y = dihedral(x, torch.Generator().manual_seed(0))
+    seen = set()
+    for a, b in zip(x, y):
+        options = [a, a.flip(1), a.flip(2), a.flip(1).flip(2)]
+        options += [o.transpose(1, 2) for o in options]
+        k = [i for i, o in enumerate(options) if torch.equal(o, b)]
+        assert k, "output is not a symmetry of its input"
+        seen.add(k[0])
+    assert len(seen) == 8
+
+
+def test_augment_dihedral_only_in_isotropic_runs():
+    tr = tiny_trainer([blobs(64)], augment_dihedral=True, real_batch=64)
+    torch.manual_seed(5)
+    plain = tr.samplers[1].sample(64)
+    torch.manual_seed(5)
+    crops = tr._real(1, None)  # the same crops, each in a random orientation
+    assert crops.shape == plain.shape and not torch.equal(crops, plain)
+    assert torch.allclose(crops.sum(dim=(2, 3)), plain.sum(dim=(2, 3)))
+    tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
+                       augment_dihedral=True)
+    torch.manual_seed(5)
+    plain = tr3.samplers[1].sample(4)
+    torch.manual_seed(5)
+    assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -27,44 +28,80 @@ from ..errors import MatgenInputError
 from ..preview import to_display
 
 # ---------------------------------------------------------------------------------------------
-# Presets: every key can be overridden. "paper" is the published (v1.1) architecture and
-# hyperparameters; "quick" is a small network and faster optimiser settings for a 2-core CPU.
+# Presets: frozen data (read-only mappings, tuples); every key can be overridden per run
+# (runs.create_run copies the preset into the run's config.json). ``description`` is one line for
+# the app's Train page. Keys beyond the networks and optimiser:
+#   critic_step_per_direction: True = one critic optimiser step per slicing direction (published
+#       v1.1: 3 x critic_iters critic updates per generator step); False = one step on the loss
+#       summed over the directions (critic_iters updates per generator step).
+#   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
+#   critic_slices: slices per volume and direction shown to the critic (None = all of them).
+#   augment_dihedral: real crops in random orientations (transpose, flips) in isotropic runs.
+#   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
-PRESETS = {
-    "paper": dict(
-        nz=16, lz=4, img_size=64,
-        gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-        gen_paddings=[2, 2, 2, 2, 3],
-        critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
-        critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
-        lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, real_batch=32, critic_iters=5,
-        gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
-        ema_decay=0.0,
-    ),
-    "quick": dict(
-        # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
-        # random slices per volume, faster optimiser settings, a density loss toward the training
-        # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
-        # a step than the published 64^3 geometry, which gets only ~100 steps in 10 CPU minutes.
-        # For coarser structures use img_size 64 (lz 4, critic layers as in "paper").
-        nz=16, lz=3, img_size=32,
-        gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-        gen_paddings=[2, 2, 2, 2, 3],
-        critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
-        critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
-        lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, real_batch=16, critic_iters=2,
-        gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=2000,
-        ema_decay=0.98,
-    ),
-}
+def _frozen(**values) -> MappingProxyType:
+    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+# "paper" = SliceGAN v1.1 (Kench & Cooper 2021, the paper release): same networks, optimiser,
+# batch sizes and schedule: per critic iteration one set of 8 fake volumes, then one Adam step
+# per slicing direction with 32 real crops and all 64 slices of each volume (gradient penalty on
+# the first 32 pairs), 5 critic iterations per generator step (15 critic updates), a generator
+# update on 32 fresh volumes, 5,400 generator steps. Known differences, none in the maths: real
+# crops are drawn at random on the fly (v1.1 pre-builds 900 x 32 random crops an epoch), and the
+# first generator update comes after 5 critic iterations (v1.1: after the first one).
+_PAPER = dict(
+    description="The published SliceGAN v1.1 recipe (64^3 volumes, 5,400 generator steps): "
+                "hours on a GPU, not for CPUs.",
+    nz=16, lz=4, img_size=64,
+    gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, gen_batch_size=32, real_batch=32,
+    critic_iters=5, critic_step_per_direction=True,
+    gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
+    ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
+)
+_QUICK = dict(
+    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
+                "S2 and surface area come close; 3D connectivity (tortuosity) is not reliable.",
+    # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
+    # random slices per volume, faster optimiser settings, a density loss toward the training
+    # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
+    # a step than the published 64^3 geometry. 1500 steps: ~0.38 CPU s a step measured with one
+    # thread (bench/fidelity_experiments.py), i.e. ~10 CPU minutes.
+    nz=16, lz=3, img_size=32,
+    gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
+    lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
+    critic_iters=2, critic_step_per_direction=False,
+    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
+    ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
+)
+_STANDARD = dict(
+    _QUICK,
+    description="The published 64 px window with narrow networks, about 40 CPU minutes, for "
+                "features over ~15 px. Not yet shown to give simulation-grade tortuosity.",
+    # the published 64^3 geometry (lz 4, five critic layers) with quick's channel widths and
+    # optimiser; 2 volumes a step, 16 random slices per volume and direction. ~1.9 CPU s a step
+    # measured with one thread (bench/fidelity_experiments.py): 1200 steps ~ 38 CPU minutes.
+    lz=4, img_size=64,
+    critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    batch_size=2, critic_slices=16, steps=1200,
+)
+PRESETS = MappingProxyType({"quick": _frozen(**_QUICK), "standard": _frozen(**_STANDARD),
+                            "paper": _frozen(**_PAPER)})
+del _PAPER, _QUICK, _STANDARD
 
 
 # --- conditional SliceGAN: config defaults (docs/fractions.md) -------------------------------
 # conditional: target phase fractions enter the generator as constant latent channels;
-# fraction_range: targets are sampled within +- this many (fraction units) of the training image's.
-for _preset in PRESETS.values():
-    _preset.setdefault("conditional", False)
-    _preset.setdefault("fraction_range", 0.1)
+# fraction_range: targets are sampled within +- this many (fraction units) of the training image's
+# (both keys are in every preset above).
 DEFAULT_CONDITIONAL_FRACTION_WEIGHT = 10.0  # density-loss weight when fraction_weight is 0
 FRACTION_TEMPERATURE = 0.1  # conditional density loss: sharpened probabilities, close to argmax
 
@@ -344,6 +381,17 @@ def critic_losses(critic: nn.Module, reals: list[torch.Tensor], fakes: list[torc
             "penalty": penalty}
 
 
+def dihedral(crops: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each crop (N, C, H, W) in one of the 8 orientations of the square (random transpose and
+    flips): for an isotropic material the training image's own orientation carries no meaning,
+    and without this the axis that is a row in one slicing direction and a column in another (Y)
+    must fit two different in-plane orientations (augment_dihedral, isotropic runs only)."""
+    flips = torch.randint(0, 2, (3, crops.shape[0]), generator=generator).bool()
+    out = torch.where(flips[0, :, None, None, None], crops.transpose(2, 3), crops)
+    out = torch.where(flips[1, :, None, None, None], out.flip(2), out)
+    return torch.where(flips[2, :, None, None, None], out.flip(3), out)
+
+
 def direction_images(num_images: int) -> list[int]:
     """Which training image each slicing direction (Z, Y, X) is compared with.
 
@@ -419,9 +467,7 @@ class SliceGANTrainer:
 
     # -- precision ----------------------------------------------------------------------------
     def _autocast(self):
-        if self.config.get("precision") == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.config.get("precision", "fp32"))
 
     def _noise(self, batch: int, lz: int | tuple, generator=None) -> torch.Tensor:
         shape = (lz, lz, lz) if isinstance(lz, int) else tuple(lz)
@@ -500,6 +546,8 @@ class SliceGANTrainer:
         """Real crops for slicing direction ``axis`` (near the targets when conditional)."""
         n = self.config["real_batch"]
         real = self.samplers[axis].sample(n) if targets is None else self._real_near(axis, targets, n)
+        if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
+            real = dihedral(real)
         return real.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _fraction_loss(self, fake: torch.Tensor, targets: torch.Tensor | None):
@@ -535,12 +583,25 @@ class SliceGANTrainer:
             groups.setdefault(image, []).append(axis)
         return list(groups.items())
 
+    def critic_updates_per_iteration(self) -> list[list[tuple[int, list[int]]]]:
+        """The critic optimiser steps of one critic iteration, each a list of (critic, directions).
+
+        ``critic_step_per_direction`` (the published v1.1 recipe): one step per slicing direction,
+        so 3 x ``critic_iters`` critic updates per generator step. Otherwise one step on the loss
+        summed over all directions and critics (``critic_iters`` updates per generator step).
+        """
+        groups = self.critic_groups()
+        if self.config.get("critic_step_per_direction", False):
+            return [[(index, [axis])] for index, axes in groups for axis in axes]
+        return [groups]
+
     def train_step(self, step: int) -> dict:
-        """One generator update after ``critic_iters`` critic updates; returns the losses.
+        """One generator update after ``critic_iters`` critic iterations; returns the losses.
 
         The WGAN-GP of Kench & Cooper: per slicing direction, critic loss mean D(fake slices) -
-        mean D(real crops) + lambda * gradient penalty, summed over the directions; generator loss
-        -sum of mean D(fake slices) (+ the density loss). Computed with as few, large critic
+        mean D(real crops) + lambda * gradient penalty, summed over the directions (or one
+        optimiser step per direction: ``critic_step_per_direction``, as published); generator loss
+        -sum of mean D(fake slices) of ``gen_batch_size`` fresh volumes (+ the density loss). Computed with as few, large critic
         calls as possible: the directions that share a critic (all three when isotropic) and the
         real and fake samples go through it in one batch, the penalty's interpolates in another;
         the critic's weights are frozen during the generator's update (its weight gradients would
@@ -551,33 +612,36 @@ class SliceGANTrainer:
         self.generator.train()
         count = c.get("critic_slices")
         bs, lz = c["batch_size"], c["lz"]
+        gen_bs = c.get("gen_batch_size") or bs
         groups = self.critic_groups()
+        updates = self.critic_updates_per_iteration()
         d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
         for _ in range(c["critic_iters"]):
             targets = self._targets(bs)
             with torch.no_grad(), self._autocast():
                 fake = self.generator(self._condition(self._noise(bs, lz), targets))
-            self.opt_d.zero_grad(set_to_none=True)
-            loss = 0.0
             d_loss_total, wass_total, gp_total = 0.0, 0.0, 0.0
-            for index, axes in groups:
-                reals = [self._real(axis, targets) for axis in axes]
-                fakes = [slices(fake, axis, count).float() for axis in axes]
-                with self._autocast():
-                    parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
-                loss = loss + parts["loss"].sum()
-                d_loss_total += parts["loss"].sum().item()
-                wass_total += (parts["d_real"] - parts["d_fake"]).sum().item()
-                gp_total += parts["penalty"].sum().item()
-            loss.backward()
-            self.opt_d.step()
+            for update in updates:  # one optimiser step each (per direction in the v1.1 recipe)
+                self.opt_d.zero_grad(set_to_none=True)
+                loss = 0.0
+                for index, axes in update:
+                    reals = [self._real(axis, targets) for axis in axes]
+                    fakes = [slices(fake, axis, count).float() for axis in axes]
+                    with self._autocast():
+                        parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
+                    loss = loss + parts["loss"].sum()
+                    d_loss_total += parts["loss"].sum().item()
+                    wass_total += (parts["d_real"] - parts["d_fake"]).sum().item()
+                    gp_total += parts["penalty"].sum().item()
+                loss.backward()
+                self.opt_d.step()
 
         self.opt_g.zero_grad(set_to_none=True)
-        targets = self._targets(bs)
+        targets = self._targets(gen_bs)
         self.critics.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator(self._condition(self._noise(bs, lz), targets))
+                fake = self.generator(self._condition(self._noise(gen_bs, lz), targets))
             g_loss = 0.0
             for index, axes in groups:
                 fake_slices = torch.cat([slices(fake, axis, count) for axis in axes])
@@ -733,10 +797,20 @@ class SliceGANTrainer:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
 
+def autocast(device, precision: str | None):
+    """The mixed-precision context for ``precision``: bf16 autocast on ``device``, else none.
+
+    The one helper for SliceGAN training, sampling and tiled generation ("fp32" or None: no-op).
+    """
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["PRESETS", "Generator", "subpixel_conv_transpose3d", "Critic", "SliceGANTrainer", "check_uid", "output_size",
+__all__ = ["PRESETS", "autocast", "Generator", "subpixel_conv_transpose3d", "Critic", "SliceGANTrainer", "check_uid", "output_size",
            "latent_size_for", "slices", "gradient_penalty", "critic_losses", "parameter_count", "sample_targets",
            "ConditionalGenerator"]
