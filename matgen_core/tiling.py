@@ -25,7 +25,6 @@ exists in memory, and a streamed file never does either.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from .data import n_channels
-from .models.slicegan import latent_size_for, output_size
+from .models.slicegan import autocast, latent_size_for, output_size
 
 _SAFETY = 1.5  # peak-memory estimate margin (allocator slack, oneDNN scratch, layout copies)
 
@@ -236,7 +235,7 @@ class TilePlan:
         trainer, stride = self.trainer, total_stride(self.layers)
         # the network ``sample`` uses: the weight-averaged (EMA) generator when the run has one
         gen = getattr(trainer, "sampling_generator", None) or trainer.generator
-        autocast = getattr(trainer, "_autocast", None)
+        precision = trainer.config.get("precision", "fp32")
         was_training = gen.training
         gen.eval()
         done = 0
@@ -247,7 +246,7 @@ class TilePlan:
                         for (xl0, xl1, xa, xb) in self.plans[2]:
                             part = self.z[:, :, zl0:zl1, yl0:yl1, xl0:xl1].contiguous(
                                 memory_format=torch.channels_last_3d)
-                            with (autocast() if autocast else contextlib.nullcontext()):
+                            with autocast(trainer.device, precision):
                                 out = gen(part.to(trainer.device))[0]
                             oz, oy, ox = zl0 * stride, yl0 * stride, xl0 * stride
                             out = out[:, za - oz:zb - oz, ya - oy:yb - oy, xa - ox:xb - ox].float()
