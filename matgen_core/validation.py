@@ -242,7 +242,7 @@ def validate(volume, truth, n_phases: int | None = None, voxel_size: float | Non
              unit: str = "px", tortuosity: bool = True, tortuosity_phases: Iterable[int] | None = None,
              tortuosity_axes=None, spread: bool = True, r_max: int = S2_R_MAX,
              tortuosity_side: int = TORTUOSITY_SIDE, device="cpu",
-             progress: Callable[[float, str], None] | None = None) -> dict:
+             progress: Callable[[float, str], None] | None = None, cache: dict | None = None) -> dict:
     """Validate a generated 3D ``volume`` against a ``truth`` volume (see the module docstring).
 
     Args:
@@ -256,6 +256,9 @@ def validate(volume, truth, n_phases: int | None = None, voxel_size: float | Non
         tortuosity_side: side of the central cube for tortuosity and percolation (fixed: 96).
         device: torch device of the tortuosity solver.
         progress: optional ``progress(fraction, message)``.
+        cache: optional dict kept between calls that validate several volumes against one truth:
+            the truth's (and its crops') measurements are stored in it and reused when the truth's
+            content and every setting match (a benchmark then measures the truth once).
 
     Returns:
         a JSON-serialisable dict: ``volume_shape``, ``truth_shape``, ``n_phases``, ``voxel_size``,
@@ -289,12 +292,24 @@ def validate(volume, truth, n_phases: int | None = None, voxel_size: float | Non
     jobs = [(p, ax) for p in t_phases for ax in t_axes] if tortuosity else []
 
     stats = {}
+    truth_key = None
+    if cache is not None:
+        import hashlib
+
+        digest = hashlib.blake2b(np.ascontiguousarray(tru).data, digest_size=16).hexdigest()
+        truth_key = (digest, tru.shape, n, r, side, tuple(jobs), None if crops is None else
+                     (tuple(crops["shape"]), tuple(map(tuple, crops["corners"]))))
     for i, (key, a) in enumerate(samples.items()):
         def sub(f, msg, _i=i, _key=key):
             if progress is not None:
                 progress((_i + f) / len(samples), f"{_key}: {msg}")
+        if key != "volume" and cache is not None and (truth_key, key) in cache:
+            stats[key] = cache[(truth_key, key)]
+            continue
         sub(0.0, "statistics")
         stats[key] = _measure(a, n, r, side, jobs, device, sub)
+        if key != "volume" and cache is not None:
+            cache[(truth_key, key)] = stats[key]
     if progress is not None:
         progress(1.0, "done")
 

@@ -156,3 +156,17 @@ def test_training_on_a_slice_moves_3d_statistics_toward_the_truth():
     assert sa0 > 2.0                 # untrained: noise, several times the true surface
     assert sa1 < 0.4 * sa0           # trained: a clear step toward the truth
     assert s21 < 0.6 * s20
+
+
+def test_cache_reuses_the_truth_measurements():
+    truth = thresholded_grf((32, 32, 32), (0.6, 0.4), 4.0, seed=0)
+    vols = [thresholded_grf((24, 24, 24), (0.6, 0.4), 4.0, seed=s) for s in (1, 2)]
+    cache = {}
+    with_cache = [validate(v, truth, tortuosity_axes="z", cache=cache) for v in vols]
+    assert len(cache) == 3                                   # truth, crop A, crop B
+    plain = [validate(v, truth, tortuosity_axes="z") for v in vols]
+    assert with_cache == plain
+    other = truth.copy()
+    other[:4] = 1 - other[:4]                                # another truth: not served from the cache
+    assert validate(vols[0], other, tortuosity_axes="z", cache=cache) == validate(vols[0], other, tortuosity_axes="z")
+    assert len(cache) == 6
