@@ -170,3 +170,23 @@ def test_cache_reuses_the_truth_measurements():
     other[:4] = 1 - other[:4]                                # another truth: not served from the cache
     assert validate(vols[0], other, tortuosity_axes="z", cache=cache) == validate(vols[0], other, tortuosity_axes="z")
     assert len(cache) == 6
+
+
+@pytest.mark.slow
+def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
+    """bench/bench_fidelity.py with a tiny budget: trains, generates raw + default, validates."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_fidelity.py"
+    spec = importlib.util.spec_from_file_location("bench_fidelity", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny = [f"--set={k}={json.dumps(v)}" for k, v in TINY_SLICEGAN.items()]
+    rc = bench.main(["--cases", "aniso", "--steps", "3", "--size", "32", "--truth-size", "48",
+                     "--no-tortuosity", "--threads", "1", "--json", str(tmp_path / "r.json"), *tiny])
+    out = capsys.readouterr().out
+    assert rc == 0 and "summary" in out and "S2 L1 to truth" in out
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [r["variant"] for r in res] == ["raw", "default"]
+    assert res[0]["steps"] == 3 and res[0]["report"]["volume_shape"] == [32, 32, 32]
