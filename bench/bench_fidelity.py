@@ -88,13 +88,13 @@ def summary_line(case, preset, seed, steps, wall_min, cpu_min, variant, rep) -> 
     s = rep["summary"]
 
     def f(k, spec):
-        v = s[k]
+        v, sp = s[k], s["spread"][k]
         mark = {True: "", False: "*", None: ""}[s["meets"][k]]
-        return "-" if v is None else f"{v:{spec}}{mark}"
+        return ("-" if v is None else f"{v:{spec}}{mark}") + " (" + ("-" if sp is None else f"{sp:{spec}}") + ")"
 
     return (f"{case:<12}{preset:<9}{seed:>4}{steps:>7}{wall_min:>7.1f}{cpu_min:>7.1f}  {variant:<8}"
-            f"{f('fraction_pp', '.2f'):>9}{f('s2_l1', '.4f'):>9}{f('surface_area_rel', '.1%'):>9}"
-            f"{f('tortuosity_rel', '.1%'):>9}  {', '.join(s['no_path'])}")
+            f"{f('fraction_pp', '.2f'):>16}{f('s2_l1', '.4f'):>18}{f('surface_area_rel', '.1%'):>18}"
+            f"{f('tortuosity_rel', '.1%'):>18}  {', '.join(s['no_path'])}")
 
 
 def main(argv=None) -> int:
@@ -186,9 +186,10 @@ def main(argv=None) -> int:
                                 "steps": res["step"], "train_wall_min": wall_min,
                                 "train_cpu_min": cpu_min, "variant": variant, "report": rep})
     head = (f"{'case':<12}{'preset':<9}{'seed':>4}{'steps':>7}{'wall':>7}{'CPU':>7}  {'volume':<8}"
-            f"{'frac pp':>9}{'S2 L1':>9}{'SA rel':>9}{'tau rel':>9}  no path in one only")
-    print("\nsummary (worst over phases/axes; SA and tau: phases >= 30 %; * = misses issue #13's bar: "
-          f"{validation.TARGETS}; minutes of training)")
+            f"{'frac pp':>16}{'S2 L1':>18}{'SA rel':>18}{'tau rel':>18}  no path in one only")
+    print("\nsummary: worst error over phases/axes (the truth's own spread between two crops in "
+          "brackets); SA and tau: phases >= 30 %; * = misses issue #13's bar "
+          f"{validation.TARGETS}; wall / CPU: minutes of training")
     print(head)
     print("-" * len(head))
     for line in lines:

@@ -374,7 +374,8 @@ def summary(report: dict) -> dict:
     Returns ``{"fraction_pp", "s2_l1", "surface_area_rel", "tortuosity_rel"`` (worst absolute
     value; surface area and tortuosity over the phases with a true fraction >= 30 %; None when
     nothing was measured), ``"no_path"`` (rows where a path exists in only one of the two),
-    ``"meets"`` (per bar: True / False / None)}.
+    ``"meets"`` (per bar: True / False / None), ``"spread"`` (the truth's own worst spread on
+    the same four figures: crop A vs crop B)}.
     """
     rows = report["rows"]
     major = {r["phase"] for r in rows if r["metric"] == "volume_fraction" and r["truth"] >= MAJOR_PHASE}
@@ -395,6 +396,11 @@ def summary(report: dict) -> dict:
     bars = {"fraction_pp": "fraction_pp", "s2_l1": "s2_l1", "surface_area_rel": "surface_area_rel",
             "tortuosity_rel": "tortuosity_rel"}
     out["meets"] = {k: (None if out[k] is None else bool(out[k] <= TARGETS[b])) for k, b in bars.items()}
+    # the truth's own spread on the same figures (None without spread crops)
+    out["spread"] = {"fraction_pp": worst("volume_fraction", "spread", scale=100.0),
+                     "s2_l1": worst("s2_l1", "spread"),
+                     "surface_area_rel": worst("surface_area", "rel_spread", major),
+                     "tortuosity_rel": worst("tortuosity", "rel_spread", major)}
     if out["no_path"]:
         out["meets"]["tortuosity_rel"] = False
     return out
@@ -471,6 +477,9 @@ def format_table(report: dict) -> str:
     lines.append("worst: " + "; ".join(fmt(k, s[k]) for k in ("fraction_pp", "s2_l1", "surface_area_rel",
                                                                "tortuosity_rel"))
                  + f"  [surface area and tortuosity: phases >= {int(100 * MAJOR_PHASE)}%]")
+    if any(v is not None for v in s["spread"].values()):
+        lines.append("truth's own worst spread: " + "; ".join(
+            f"{k} {'-' if v is None else format(v, '.3g')}" for k, v in s["spread"].items()))
     if s["no_path"]:
         lines.append("a path exists in only one of volume / truth: " + ", ".join(s["no_path"]))
     return "\n".join(lines)
