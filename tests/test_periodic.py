@@ -97,3 +97,22 @@ def test_periodic_sizes():
     assert periodic_sizes(100) == (96, 128)
     assert periodic_sizes(128) == (128, 128)
     assert periodic_sizes(5) == (0, 32)
+
+
+def test_cli_refuses_a_size_that_cannot_be_periodic(tmp_path, capsys):
+    from matgen_core import cli, runs, train
+    from matgen_core.io import Micrograph
+    from conftest import blobs
+
+    image = blobs(64)
+    m = Micrograph(labels=image, image=image.astype(np.float32), kind="nphase", phase_values=[0, 1],
+                   source="blobs")
+    run = runs.create_run(tmp_path / "run", "slicegan", [m], preset="quick", overrides=TINY_SLICEGAN)
+    train.train(run, steps=1, preview_every=0)
+    rc = cli.main(["generate", str(run), "--out", str(tmp_path / "v.npy"), "--shape", "64,100,64",
+                   "--periodic", "zy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "axis Y is 100. Use 96 or 128 voxels" in err and "Traceback" not in err
+    rc = cli.main(["generate", str(run), "--out", str(tmp_path / "v.npy"), "--shape", "64,96,64",
+                   "--periodic", "zy"])
+    assert rc == 0 and np.load(tmp_path / "v.npy").shape == (64, 96, 64)
