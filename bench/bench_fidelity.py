@@ -25,8 +25,8 @@ The synthetic truths are matgen_core.synthetic.TRUTHS, made at ``--truth-size`` 
     python bench/bench_fidelity.py --cases grf2 --steps 20 --size 64 --tortuosity-axes z   # smoke
 
 Budget: ``--steps`` (default: the preset's) and ``--max-minutes`` per training; the table reports
-the steps reached and the training's wall and process-CPU minutes. Validation time: about 5-10 s
-per tortuosity solve at 96^3 on one core; restrict with ``--tortuosity-axes`` /
+the steps reached and the training's wall and process-CPU minutes. Validation time: 5-30 s
+per tortuosity solve at 96^3 on one core (each truth is measured once per case); restrict with ``--tortuosity-axes`` /
 ``--tortuosity-phases`` or ``--no-tortuosity``.
 """
 from __future__ import annotations

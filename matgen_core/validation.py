@@ -28,10 +28,13 @@ What is measured, and where:
   Dirichlet faces across the axis, no-flux sides, convergence criterion ``conv_crit = 1e-2``
   (taufactor's default), at most ``max_iter = 10000`` iterations, on the CPU unless ``device``
   says otherwise. A phase that does not connect the two faces has no path: ``tau`` is reported as
-  ``None`` ("no path"), never an error. Run time: about 5-10 s per (phase, axis) at 96^3 on one
-  CPU core (measured on a 3-phase random field), and each is solved four times (volume, truth, two
-  spread crops): about 3-6 minutes for 3 phases x 3 axes. Restrict it with ``tortuosity_phases``
-  / ``tortuosity_axes`` or switch it off with ``tortuosity=False``.
+  ``None`` ("no path"), never an error. Run time, measured with one torch thread on the
+  project's shared 2-core machine (under load): 5-9 s per (phase, axis) at 96^3 for a 3-phase
+  random field, 13-31 s for electrode.tiff's phases (400-1800 iterations); each is solved four
+  times (volume, truth, two spread crops), so 3 phases x 3 axes take roughly 3-15 minutes.
+  Restrict it with ``tortuosity_phases`` / ``tortuosity_axes``, switch it off with
+  ``tortuosity=False``, or pass ``cache`` to measure a truth only once. The rest is quick: S2 of a
+  256^3 truth takes ~8 s, of a 128^3 volume ~1 s; surface area and TPB well under a second.
 * **Truth's spread**: two crops of the truth with the volume's shape (clipped to the truth's):
   at the truth's first corner and at its opposite corner, so they overlap as little as possible.
   When the truth is not larger than the volume along any axis, its two halves along its longest
