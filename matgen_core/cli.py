@@ -372,6 +372,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    """`matgen validate VOLUME --truth TRUE3D`: 3D statistics of a volume against a true volume."""
+    from . import io, validation
+
+    volume, meta = io.read_volume(args.volume)
+    truth, truth_meta = io.read_volume(args.truth)
+    voxel = args.voxel_size or meta.get("voxel_size") or truth_meta.get("voxel_size")
+    unit = meta.get("unit") if meta.get("voxel_size") else truth_meta.get("unit", "px")
+    phases = None if args.phases is None else [v for v in args.phases.split(",") if v.strip()]
+    report = validation.validate(
+        volume, truth, voxel_size=voxel, unit=unit or "px", tortuosity=not args.no_tortuosity,
+        tortuosity_phases=phases, tortuosity_axes=args.axes, spread=not args.no_spread,
+        device=args.device,
+        progress=None if args.quiet else lambda f, msg: print(f"\r{100 * f:5.1f}% {msg:<48}", end="",
+                                                              file=sys.stderr, flush=True))
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(validation.format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=_json_default))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matgen", description="MatGen Studio: microstructures from micrographs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -400,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shape", help="Z,Y,X in voxels")
     g.add_argument("--count", type=int, help="number of images (2D models)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x")
+    g.add_argument("--periodic", help="axes to make periodic, e.g. zyx or x (their sides: "
+                                      "multiples of 32 voxels)")
     g.add_argument("--device", default="auto")
     g.add_argument("--raw", action="store_true",
                    help="the generator's own labels, argmax with no bias (the default; "
@@ -423,6 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tortuosity", action="store_true", help="also compute tortuosity (slow)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_metrics)
+
+    v = sub.add_parser("validate", help="3D statistics of a volume against a true 3D volume "
+                                        "(fractions, S2, surface area, TPB, percolation, tortuosity)")
+    v.add_argument("volume", help="generated volume: .tif/.tiff or .npy labels (Z, Y, X)")
+    v.add_argument("--truth", required=True, help="the true 3D volume: .tif/.tiff or .npy labels")
+    v.add_argument("--phases", metavar="P,Q", help="phases to solve tortuosity for (default: all)")
+    v.add_argument("--axes", metavar="zyx", help="axes to solve tortuosity along, e.g. z or zx "
+                                                 "(default: all three)")
+    v.add_argument("--no-tortuosity", action="store_true", help="skip tortuosity (the slow part)")
+    v.add_argument("--no-spread", action="store_true", help="skip the truth's two spread crops")
+    v.add_argument("--voxel-size", type=float, help="voxel edge (default: from the files)")
+    v.add_argument("--device", default="cpu", help="tortuosity solver device (cpu, cuda)")
+    v.add_argument("--json", metavar="OUT.json", help="also write the full report as JSON")
+    v.add_argument("--quiet", action="store_true", help="no progress line")
+    v.set_defaults(func=cmd_validate)
 
     b = sub.add_parser("bench", help="run a benchmark script from bench/")
     b.add_argument("name")

@@ -158,6 +158,19 @@ def output_size(lz: int, kernels, strides, paddings) -> int:
     return size
 
 
+def periodic_stride(config: dict) -> int:
+    """Volume sides that can be periodic are multiples of this (the product of the generator's
+    strides): a latent of period P makes a volume of period P times it."""
+    return int(np.prod(config["gen_strides"]))
+
+
+def periodic_sizes(size: int, stride: int = 32) -> tuple[int, int]:
+    """The valid periodic sides nearest to ``size``: (the largest multiple of ``stride`` below it,
+    0 when there is none; the smallest at or above it)."""
+    size = int(size)
+    return size // stride * stride, -(-size // stride) * stride
+
+
 def latent_size_for(size: int, kernels, strides, paddings) -> int:
     """Smallest latent side whose volume side is at least ``size`` voxels."""
     lz = 1
@@ -734,16 +747,34 @@ class SliceGANTrainer:
     def latent(self, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> torch.Tensor:
         """The seeded latent (1, nz [+ n_cond], lz...) that makes a volume of ``shape``.
 
-        Along ``periodic`` axes its last two planes are copied onto its first, so the volume tiles;
-        a conditional model gets its condition channels (``fractions``, default the training's).
+        Along ``periodic`` axes the latent repeats with period ``size / S`` (``S`` = the product
+        of the generator's strides, 32 in the presets): its last ``size / S`` planes are kept and
+        the planes before them are copies, so the volume is exactly one period and tiles without
+        a seam. That needs a periodic side to be a multiple of ``S``; other sizes raise
+        MatgenInputError naming the nearest valid ones (see :func:`periodic_sizes`).
+        A conditional model gets its condition channels (``fractions``, default the training's).
         Tiled generation (tiling.py) cuts this same latent into tiles.
         """
+        shape = tuple(int(v) for v in shape)
+        stride = periodic_stride(self.config)
+        for axis, wrap in enumerate(periodic):
+            if wrap and shape[axis] % stride:
+                lo, hi = periodic_sizes(shape[axis], stride)
+                near = f"{lo} or {hi}" if lo else f"{hi}"
+                raise MatgenInputError(
+                    f"A periodic volume needs sides that are multiples of {stride} voxels (the "
+                    f"generator's total stride) along its periodic axes; axis {'ZYX'[axis]} is "
+                    f"{shape[axis]}. Use {near} voxels, or drop that axis from --periodic.")
         rng = torch.Generator().manual_seed(int(seed))
         z = self._noise(1, self.latent_shape(shape), generator=rng)
         for axis, wrap in enumerate(periodic):
             if wrap:
-                z = z.clone()
-                z.narrow(2 + axis, 0, 2).copy_(z.narrow(2 + axis, z.shape[2 + axis] - 2, 2))
+                length, period = z.shape[2 + axis], shape[axis] // stride
+                # keep the last `period` planes; plane i < length - period copies plane
+                # i + k * period (the same plane of the next period), so the latent is periodic
+                src = [length - period + (i - (length - period)) % period for i in range(length)]
+                z = z.index_select(2 + axis, torch.as_tensor(src, device=z.device))
+                z = z.contiguous(memory_format=torch.channels_last_3d)
         if self.conditional:
             t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
             z = self._condition(z, t)
@@ -754,7 +785,7 @@ class SliceGANTrainer:
         """Generate one volume of ``shape`` (Z, Y, X) voxels; returns float32 (C, Z, Y, X).
 
         The latent is the smallest that covers ``shape``; the volume is cropped to it. Along
-        ``periodic`` axes the latent's last planes are copied onto its first, so the volume tiles.
+        ``periodic`` axes the latent is periodic, so the volume tiles (sides: multiples of 32).
         ``fractions``: target phase fractions of a conditional model (default: the training
         image's); other models raise ValueError (use matgen_core.fractions to calibrate them).
         """
@@ -812,5 +843,5 @@ def parameter_count(module: nn.Module) -> int:
 
 
 __all__ = ["PRESETS", "autocast", "Generator", "subpixel_conv_transpose3d", "Critic", "SliceGANTrainer", "check_uid", "output_size",
-           "latent_size_for", "slices", "gradient_penalty", "critic_losses", "parameter_count", "sample_targets",
+           "latent_size_for", "periodic_stride", "periodic_sizes", "slices", "gradient_penalty", "critic_losses", "parameter_count", "sample_targets",
            "ConditionalGenerator"]

@@ -1,0 +1,206 @@
+"""3D fidelity benchmark: train on a slice of a known 3D volume, generate, validate against it.
+
+For each case (a true 3D volume), each training seed: take one slice of the truth (the middle Z
+slice; for the anisotropic case three orthogonal middle slices, one per direction, num_images=3),
+train a SliceGAN with a named preset for a fixed budget, generate a cube (the generator's raw
+argmax, and the default output, calibrated to the training fractions), and print
+matgen_core.validation's table against the truth, with the truth's own spread (two crops of the
+truth of the generated size) beside every figure, then one summary line per volume against
+issue #13's bars (tortuosity and surface area of phases >= 30 % within 15 % and 8 %, fractions
+within 2 pp, S2 L1 <= 0.01).
+
+Cases (``--cases``, comma separated):
+  electrode    ../shared/data/slicegan_examples/electrode.tiff: a real 256^3 3-phase cathode
+               (skipped with a note when absent)
+  grf2         2-phase thresholded Gaussian random field, 0.6/0.4, correlation length 6 voxels
+  grf2-coarse  the same with correlation length 10 voxels
+  grf3         3-phase thresholded GRF, 0.4/0.35/0.25, correlation length 6 voxels
+  spheres      overlapping spheres (Boolean model), radius 5, ball fraction 0.45
+  aniso        2-phase GRF with correlation lengths 12/6/4 voxels along Z/Y/X (three slices)
+The synthetic truths are matgen_core.synthetic.TRUTHS, made at ``--truth-size`` (default 2x
+``--size``) with seed 0.
+
+    python bench/bench_fidelity.py                                   # all cases, quick preset
+    python bench/bench_fidelity.py --cases electrode --preset quick --max-minutes 10 --seeds 0,1
+    python bench/bench_fidelity.py --cases grf2 --steps 20 --size 64 --tortuosity-axes z   # smoke
+
+Budget: ``--steps`` (default: the preset's) and ``--max-minutes`` per training; the table reports
+the steps reached and the training's wall and process-CPU minutes. Validation time: 5-30 s
+per tortuosity solve at 96^3 on one core (each truth is measured once per case); restrict with ``--tortuosity-axes`` /
+``--tortuosity-phases`` or ``--no-tortuosity``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from matgen_core import generate, io, runs, train, validation  # noqa: E402
+from matgen_core.io import Micrograph  # noqa: E402
+from matgen_core.synthetic import TRUTHS  # noqa: E402
+
+ELECTRODE = ROOT.parent / "shared" / "data" / "slicegan_examples" / "electrode.tiff"
+ALL_CASES = ["electrode", "grf2", "grf2-coarse", "grf3", "spheres", "aniso"]
+ANISOTROPIC = {"aniso"}
+
+
+def truth_for(case: str, truth_size: int) -> tuple[np.ndarray, str] | None:
+    """(uint8 labels 0..n-1 (Z, Y, X), description), or None when the case's file is absent."""
+    if case == "electrode":
+        if not ELECTRODE.exists():
+            return None
+        vol, _ = io.read_volume(ELECTRODE)
+        values = np.unique(vol)
+        return np.searchsorted(values, vol).astype(np.uint8), f"{ELECTRODE.name} (real, {vol.shape})"
+    desc, make = TRUTHS[case]
+    return make((truth_size,) * 3, 0), f"{desc}, {truth_size}^3, seed 0"
+
+
+def training_slices(truth: np.ndarray, anisotropic: bool) -> list[np.ndarray]:
+    """The middle Z slice, or the middle slices perpendicular to Z, Y and X (in that order)."""
+    z, y, x = (s // 2 for s in truth.shape)
+    if not anisotropic:
+        return [np.ascontiguousarray(truth[z])]
+    return [np.ascontiguousarray(truth[z]), np.ascontiguousarray(truth[:, y, :]),
+            np.ascontiguousarray(truth[:, :, x])]
+
+
+def overrides_from(pairs) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def summary_line(case, preset, seed, steps, wall_min, cpu_min, variant, rep) -> str:
+    s = rep["summary"]
+
+    def f(k, spec):
+        v, sp = s[k], s["spread"][k]
+        mark = {True: "", False: "*", None: ""}[s["meets"][k]]
+        return ("-" if v is None else f"{v:{spec}}{mark}") + " (" + ("-" if sp is None else f"{sp:{spec}}") + ")"
+
+    return (f"{case:<12}{preset:<9}{seed:>4}{steps:>7}{wall_min:>7.1f}{cpu_min:>7.1f}  {variant:<8}"
+            f"{f('fraction_pp', '.2f'):>16}{f('s2_l1', '.4f'):>18}{f('surface_area_rel', '.1%'):>18}"
+            f"{f('tortuosity_rel', '.1%'):>18}  {', '.join(s['no_path'])}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma separated: {', '.join(ALL_CASES)}")
+    p.add_argument("--preset", default="quick", help="training preset (default quick)")
+    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("--max-minutes", type=float, help="training time budget per run, minutes")
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated")
+    p.add_argument("--size", type=int, default=128, help="generated cube side (default 128)")
+    p.add_argument("--truth-size", type=int, help="synthetic truth side (default 2x --size)")
+    p.add_argument("--gen-seed", type=int, default=1, help="generation seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
+    p.add_argument("--device", default="cpu", help="training device (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--tortuosity-axes", default="zyx", help="axes for tortuosity (default zyx)")
+    p.add_argument("--tortuosity-phases", help="phases for tortuosity (default all)")
+    p.add_argument("--no-tortuosity", action="store_true")
+    p.add_argument("--runs", help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("--json", help="write every report to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="summary lines only, no full tables")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in ALL_CASES]
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL_CASES)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    truth_size = args.truth_size or 2 * args.size
+    sets = overrides_from(args.set)
+    phases = None if not args.tortuosity_phases else args.tortuosity_phases.split(",")
+    tmp = None
+    if args.runs:
+        runs_dir = Path(args.runs)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_fidelity_")
+        runs_dir = Path(tmp.name)
+    print(f"bench_fidelity: preset {args.preset}, steps {args.steps or 'preset'}, max-minutes "
+          f"{args.max_minutes}, size {args.size}^3, seeds {seeds}, torch threads {args.threads}, "
+          f"tortuosity {'off' if args.no_tortuosity else args.tortuosity_axes}"
+          + (f", overrides {sets}" if sets else ""), flush=True)
+    results, lines = [], []
+    for case in cases:
+        got = truth_for(case, truth_size)
+        if got is None:
+            print(f"\n### {case}: skipped ({ELECTRODE} is not present)", flush=True)
+            continue
+        truth, desc = got
+        print(f"\n### {case}: {desc}", flush=True)
+        cache: dict = {}
+        for seed in seeds:
+            images = training_slices(truth, case in ANISOTROPIC)
+            n = int(truth.max()) + 1
+            mics = [Micrograph(labels=im, image=(im / max(n - 1, 1)).astype(np.float32), kind="nphase",
+                               phase_values=list(range(n)), voxel_size=None, unit="px",
+                               source=f"{case} slice {k}") for k, im in enumerate(images)]
+            run = runs_dir / f"{case}_{args.preset}_s{seed}"
+            if (run / "config.json").exists():
+                print(f"re-using the run in {run}")
+            else:
+                runs.create_run(run, "slicegan", mics, preset=args.preset, overrides=sets, seed=seed)
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            res = train.train(run, steps=args.steps, max_minutes=args.max_minutes, device=args.device)
+            wall_min = (time.perf_counter() - wall0) / 60
+            cpu_min = (time.process_time() - cpu0) / 60
+            print(f"trained {case} seed {seed}: {res['step']} steps ({res['reason']}), {wall_min:.1f} "
+                  f"wall min, {cpu_min:.1f} CPU min", flush=True)
+            for variant, calibrate in (("raw", False), ("default", True)):
+                t0 = time.perf_counter()
+                vol = generate.generate(run, shape=args.size, seed=args.gen_seed, device=args.device,
+                                        calibrate=calibrate).array
+                gen_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rep = validation.validate(np.asarray(vol), truth, tortuosity=not args.no_tortuosity,
+                                          tortuosity_axes=args.tortuosity_axes, tortuosity_phases=phases,
+                                          cache=cache)
+                val_s = time.perf_counter() - t0
+                if not args.quiet:
+                    print(f"\n{case}, preset {args.preset}, seed {seed}, {res['step']} steps, "
+                          f"{variant} volume (generated in {gen_s:.1f} s, validated in {val_s:.0f} s):")
+                    print(validation.format_table(rep), flush=True)
+                line = summary_line(case, args.preset, seed, res["step"], wall_min, cpu_min, variant, rep)
+                lines.append(line)
+                results.append({"case": case, "truth": desc, "preset": args.preset, "seed": seed,
+                                "steps": res["step"], "train_wall_min": wall_min,
+                                "train_cpu_min": cpu_min, "variant": variant, "report": rep})
+    head = (f"{'case':<12}{'preset':<9}{'seed':>4}{'steps':>7}{'wall':>7}{'CPU':>7}  {'volume':<8}"
+            f"{'frac pp':>16}{'S2 L1':>18}{'SA rel':>18}{'tau rel':>18}  no path in one only")
+    print("\nsummary: worst error over phases/axes (the truth's own spread between two crops in "
+          "brackets); SA and tau: phases >= 30 %; * = misses issue #13's bar "
+          f"{validation.TARGETS}; wall / CPU: minutes of training")
+    print(head)
+    print("-" * len(head))
+    for line in lines:
+        print(line)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
