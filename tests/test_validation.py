@@ -174,7 +174,7 @@ def test_cache_reuses_the_truth_measurements():
 
 @pytest.mark.slow
 def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
-    """bench/bench_fidelity.py with a tiny budget: trains, generates raw + default, validates."""
+    """bench/bench_fidelity.py with a tiny budget: trains, generates raw + calibrated, validates."""
     import importlib.util
     from pathlib import Path
 
@@ -188,5 +188,5 @@ def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "summary" in out and "S2 L1 to truth" in out
     res = json.loads((tmp_path / "r.json").read_text())
-    assert [r["variant"] for r in res] == ["raw", "default"]
+    assert [r["variant"] for r in res] == ["raw", "calibrated"]
     assert res[0]["steps"] == 3 and res[0]["report"]["volume_shape"] == [32, 32, 32]
