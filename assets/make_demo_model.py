@@ -1,6 +1,7 @@
 """Train the demo SliceGAN shown on Home, assets/demo_model/, with the project's own code.
 
     nice -n 10 python assets/make_demo_model.py [--steps 600] [--max-minutes 15] [--threads 2]
+                                                [--work DIR] [--shrink-only]
 
 It trains the "quick" preset on the bundled example (assets/example_electrode.png) exactly as
 ``matgen train slicegan assets/example_electrode.png --preset quick`` would, in a temporary run
@@ -13,6 +14,10 @@ folder, then keeps only what generating needs, so the weights fit in the reposit
                                            no optimiser state; loads with weights_only=True
     assets/demo_model/losses.jsonl         the training losses
     assets/demo_model/progress.json        status "done" and the step reached
+
+``--work DIR`` keeps the full run (critic, optimisers) there, so a later call with the same
+``--work`` resumes it; ``--shrink-only`` rewrites assets/demo_model/ from its latest checkpoint.
+config.json's "demo" entry records the steps, wall-clock and CPU minutes spent.
 
 The result is an ordinary, finished run folder: ``matgen generate assets/demo_model --size 64``
 works on it. Training is seeded, but CPU thread scheduling makes runs differ slightly.
@@ -68,25 +73,41 @@ def main(argv=None) -> int:
     parser.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock budget")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the full run here (resumed if it exists) instead of a temp folder")
+    parser.add_argument("--shrink-only", action="store_true",
+                        help="only write --out from the --work run's latest checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    micrograph = io.require_phases(io.read_micrograph(EXAMPLE))
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "demo"
-        runs.create_run(run, "slicegan", [micrograph], preset="quick", seed=0)
+        run = args.work or Path(tmp) / "demo"
+        if args.shrink_only:
+            config = runs.load_config(run)
+            config["demo"].update(trained_steps=int(runs.load_checkpoint(run)["step"]))
+            runs.atomic_write_json(run / "config.json", config)
+            print(json.dumps(dict(checkpoint_bytes=shrink_checkpoint(run, args.out), out=str(args.out))))
+            return 0
+        if not (run / "config.json").exists():
+            micrograph = io.require_phases(io.read_micrograph(EXAMPLE))
+            runs.create_run(run, "slicegan", [micrograph], preset="quick", seed=0)
+            config = runs.load_config(run)
+            config["data"]["sources"] = ["assets/example_electrode.png"]  # not the temp path
+            config["demo"] = dict(threads=args.threads, script="assets/make_demo_model.py",
+                                  trained_minutes=0.0, cpu_minutes=0.0)
+            runs.atomic_write_json(run / "config.json", config)
         config = runs.load_config(run)
-        config["data"]["sources"] = ["assets/example_electrode.png"]  # not the temp path
-        config["demo"] = dict(steps=args.steps, max_minutes=args.max_minutes, threads=args.threads,
-                              script="assets/make_demo_model.py")
-        runs.atomic_write_json(run / "config.json", config)
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), time.process_time()
         result = train.train(run, steps=args.steps, max_minutes=args.max_minutes, device="cpu")
         minutes = (time.monotonic() - start) / 60
-        config["demo"].update(trained_steps=int(result["step"]), trained_minutes=round(minutes, 1))
+        cpu = (time.process_time() - cpu0) / 60  # CPU time of all threads of this process
+        demo = config["demo"]
+        demo.update(trained_steps=int(result["step"]),
+                    trained_minutes=round(demo.get("trained_minutes", 0.0) + minutes, 1),
+                    cpu_minutes=round(demo.get("cpu_minutes", 0.0) + cpu, 1))
         runs.atomic_write_json(run / "config.json", config)
         size = shrink_checkpoint(run, args.out)
     print(json.dumps(dict(step=result["step"], reason=result["reason"], minutes=round(minutes, 1),
-                          checkpoint_bytes=size, out=str(args.out))))
+                          cpu_minutes=round(cpu, 1), checkpoint_bytes=size, out=str(args.out))))
     return 0
 
 

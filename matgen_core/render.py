@@ -72,6 +72,21 @@ def to_display(image: np.ndarray, kind: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # 3D surfaces
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _pyvista():
+    """pyvista with its plotting module fully loaded. PyVista loads ``pyvista.plotting`` lazily on
+    first attribute access; two threads doing that at once (the app's warm-up and a page) can
+    see a half-initialised module (AttributeError: no attribute 'Plotter'), so it is done once,
+    under a lock."""
+    with _IMPORT_LOCK:
+        import pyvista
+        import pyvista.plotting  # noqa: F401
+
+        pyvista.Plotter  # noqa: B018  (resolves the lazy attribute while holding the lock)
+        return pyvista
+
 
 def _block_mean(field: np.ndarray, f: int) -> np.ndarray:
     """Mean over f*f*f blocks, padding the far edges by replication so nothing is cut off."""
@@ -115,7 +130,7 @@ def downsample_labels(labels: np.ndarray, max_side: int = 96) -> np.ndarray:
 
 
 def _contour(field: np.ndarray, scale, voxel_size: float, smooth: bool, level: float = 0.5):
-    import pyvista as pv
+    pv = _pyvista()
     from scipy import ndimage
 
     if smooth:
@@ -157,7 +172,7 @@ def phase_surfaces(
     not shown faithfully, so the view can say so. Each surface carries ``field_data
     ["phase_voxels"]`` (the phase's voxel count) for that check.
     """
-    import pyvista as pv
+    pv = _pyvista()
 
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -274,13 +289,13 @@ def plotter_for(
     window_size: tuple[int, int] = (720, 520),
     surfaces: dict[int, object] | None = None,
 ):
-    """An off-screen pyvista.Plotter showing ``volume`` (Z, Y, X), ready for stpyvista.
+    """An off-screen pyvista.Plotter showing ``volume`` (Z, Y, X), ready for :func:`scene_html`.
 
     n-phase volumes: one coloured surface per visible phase (``surfaces`` may pass pre-computed
     ``phase_surfaces`` output to skip the contouring). Gray / colour volumes: three orthogonal
     slices through the centre. ``opacity`` is one number or {phase: opacity}.
     """
-    import pyvista as pv
+    pv = _pyvista()
 
     volume = np.asarray(volume)
     p = pv.Plotter(off_screen=True, window_size=list(window_size))

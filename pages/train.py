@@ -101,7 +101,8 @@ def show_run(run_dir: Path) -> None:
         chart, prev = st.columns([3, 2])
         with chart:
             if rows:
-                st.plotly_chart(render.loss_figure(rows), key="loss_chart")
+                st.plotly_chart(render.loss_figure(rows, log_y=bool(ss.get("loss_log"))),
+                                key="loss_chart")
             else:
                 st.info("The loss curves appear after the first training step.",
                         icon=":material/hourglass_top:")
@@ -122,6 +123,9 @@ def show_run(run_dir: Path) -> None:
             st.rerun()  # training ended: redraw the buttons
 
     live()
+    st.toggle("Log scale (losses)", key="loss_log",
+              help="Draw each loss as sign x log10(1 + |loss|), so small losses are not flattened "
+                   "by large ones; hover shows the real values.")
     if info.step > 0 or (job is not None and job.step > 0):
         st.page_link(_ui.PAGES["generate"], label="Generate from this run",
                      icon=":material/arrow_forward:")
@@ -213,6 +217,29 @@ def all_runs(run: Path | None) -> None:
     if not infos:
         st.caption("No runs yet.")
         return
+    runs_table(bool(mgr.running()))
+    names = [i.name for i in infos]
+    current = run.name if run is not None and run.name in names else None
+    pick = st.selectbox("Open a run", names, index=names.index(current) if current else None,
+                        placeholder="choose a run to follow, resume or generate from",
+                        key="open_run")
+    if pick and pick != current:
+        _ui.set_run(next(i.path for i in infos if i.name == pick))
+        st.rerun()
+
+
+def runs_table(live: bool) -> None:
+    """The runs table; while a job trains it redraws itself every 2 s (a fragment), so its
+    status and step follow the training."""
+
+    @st.fragment(run_every=2.0 if live else None)
+    def table_now() -> None:
+        draw_runs_table(runs.list_runs(_ui.runs_home()))
+
+    table_now()
+
+
+def draw_runs_table(infos) -> None:
     import pandas as pd
 
     def state(i) -> tuple[str, str]:
@@ -230,14 +257,6 @@ def all_runs(run: Path | None) -> None:
         "created": i.created.replace("T", " "),
     } for i in infos])
     st.dataframe(table, hide_index=True)
-    names = [i.name for i in infos]
-    current = run.name if run is not None and run.name in names else None
-    pick = st.selectbox("Open a run", names, index=names.index(current) if current else None,
-                        placeholder="choose a run to follow, resume or generate from",
-                        key="open_run")
-    if pick and pick != current:
-        _ui.set_run(next(i.path for i in infos if i.name == pick))
-        st.rerun()
 
 
 def main() -> None:
