@@ -14,6 +14,8 @@ folder, then keeps only what generating needs, so the weights fit in the reposit
                                            no optimiser state; loads with weights_only=True
     assets/demo_model/losses.jsonl         the training losses
     assets/demo_model/progress.json        status "done" and the step reached
+    assets/demo_model/demo_volume.npz      the 64^3 volume (seed 0) Home shows first, made by
+                                           the shrunk model (``labels``, uint8)
 
 ``--work DIR`` keeps the full run (critic, optimisers) there, so a later call with the same
 ``--work`` resumes it; ``--shrink-only`` rewrites assets/demo_model/ from its latest checkpoint.
@@ -41,6 +43,7 @@ from matgen_core import io, runs, train  # noqa: E402
 
 EXAMPLE = ROOT / "assets" / "example_electrode.png"
 OUT = ROOT / "assets" / "demo_model"
+DEMO_SHAPE = (64, 64, 64)  # pages/_ui.py DEMO_SHAPE
 
 
 def shrink_checkpoint(src_run: Path, dst_run: Path) -> int:
@@ -64,7 +67,19 @@ def shrink_checkpoint(src_run: Path, dst_run: Path) -> int:
     progress = runs.read_progress(src_run)
     progress.update(status="done", step=int(ckpt["step"]), pid=None)
     runs.atomic_write_json(dst_run / "progress.json", progress)
+    write_demo_volume(dst_run)
     return path.stat().st_size
+
+
+def write_demo_volume(run: Path) -> None:
+    """The volume Home shows first: DEMO_SHAPE voxels, seed 0, the generator's own fractions,
+    made by the shrunk model itself (so Home needs no torch to show it)."""
+    import numpy as np
+
+    from matgen_core import generate
+
+    result = generate.generate(run, shape=DEMO_SHAPE, seed=0, device="cpu", calibrate=False)
+    np.savez_compressed(run / "demo_volume.npz", labels=result.array)
 
 
 def main(argv=None) -> int:

@@ -520,11 +520,24 @@ _DEMO: dict = {}
 
 
 def _make_demo_bundle() -> dict:
-    """The demo model's volume (DEMO_SHAPE, seed 0, the generator's own fractions), its
-    surfaces, fractions and the 3D view's HTML."""
+    """The demo model's volume (DEMO_SHAPE, seed 0, the generator's own fractions: saved with
+    the model by assets/make_demo_model.py, else generated now), its surfaces, fractions and the
+    3D view's HTML."""
     from matgen_core import generate, metrics, render, runs
 
-    result = generate.generate(DEMO_RUN, shape=DEMO_SHAPE, seed=0, device="cpu", calibrate=False)
+    saved = DEMO_RUN / "demo_volume.npz"
+    if saved.is_file():  # made by assets/make_demo_model.py with this model: no torch needed here
+        import json
+
+        with np.load(saved, allow_pickle=False) as f:
+            labels = f["labels"].astype(np.uint8)
+        data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
+        result = generate.Generated(array=labels, kind="nphase", phase_values=data["phase_values"],
+                                    voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                                    model="slicegan")
+    else:
+        result = generate.generate(DEMO_RUN, shape=DEMO_SHAPE, seed=0, device="cpu",
+                                   calibrate=False)
     n = len(result.phase_values) or int(result.array.max()) + 1
     shown = list(range(1, n))  # phase 0 (pore) hidden, as on the Generate page
     surfaces = render.phase_surfaces(result.array, shown)
