@@ -443,7 +443,14 @@ def warm_up() -> bool:
     rendering) and run a first FFT in a background thread, so the first training, statistics
     or 3D view does not pay for it."""
     def work() -> None:
-        start_demo()  # the demo model's 3D volume for Home, in its own thread
+        # first the demo model's 3D volume for Home (alone: on a busy machine the imports
+        # below would slow it down), then the rest
+        if demo_available():
+            with _DEMO_LOCK:
+                mine = not _DEMO.get("started")
+                _DEMO["started"] = True
+            if mine:
+                _demo_worker()
         try:
             import torch
 

@@ -165,9 +165,9 @@ def _workflow(page, url, home, tmp_path):
     # 1. fresh server: the demo model's 3D volume on Home within DEMO_3D_SECONDS
     t0 = time.perf_counter()
     page.goto(url)
-    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=60_000)
+    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=180_000)
     first_page_s = time.perf_counter() - t0
-    scene_canvas(page).wait_for(state="visible", timeout=120_000)
+    scene_canvas(page).wait_for(state="visible", timeout=300_000)  # (asserted < 15 s at the end)
     demo_s = time.perf_counter() - t0
     print(f"first page in {first_page_s:.1f} s, demo 3D canvas visible {demo_s:.1f} s after "
           f"opening it (fresh server)")
@@ -176,7 +176,6 @@ def _workflow(page, url, home, tmp_path):
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "home")
-    assert demo_s < DEMO_3D_SECONDS, f"demo 3D view took {demo_s:.1f} s"
     stage("home done")
 
     # 2. Dataset: upload an image; a reload keeps it selected
@@ -274,3 +273,5 @@ def _workflow(page, url, home, tmp_path):
     assert vol.dtype == np.uint8 and len(np.unique(vol)) >= 2
     stage("export done")
     assert_no_exception(page)
+    # checked last, so a slow (busy) machine still runs every other check
+    assert demo_s < DEMO_3D_SECONDS, f"demo 3D view took {demo_s:.1f} s after the first page"
