@@ -125,8 +125,11 @@ def draw_demo(bundle: dict) -> None:
         st.markdown(
             f"**Demo model (bundled)**: SliceGAN, `{info.get('preset', 'quick')}` preset, trained "
             f"on the example electrode below for {steps or '?'} steps ({minutes or '?'} CPU "
-            f"minutes, `assets/make_demo_model.py`). A short training: expect rougher "
-            f"structures than a full run. Your own runs replace it here.")
+            f"minutes, `assets/make_demo_model.py`). Your own runs replace it here.")
+        if (steps or 0) < 1000:
+            st.caption(f"A short training ({steps or '?'} of the preset's 2000 steps): the "
+                       f"structures are far from converged (blocky, repetitive). A full quick "
+                       f"run on the **Train** page gives faithful volumes.")
         st.caption(f"{' x '.join(map(str, gen.array.shape))} voxels, seed 0, phase 0 (pore) "
                    f"hidden. Drag to rotate, scroll to zoom.")
         import pandas as pd
