@@ -461,12 +461,7 @@ def warm_up() -> bool:
 
             import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
 
-            pyvista = render._pyvista()
-            # the 3D view's exporter starts a local trame server on first use (5-8 s)
-            plotter = pyvista.Plotter(off_screen=True, window_size=[64, 64])
-            plotter.add_mesh(pyvista.Cube())
-            render.scene_html(plotter)
-            plotter.close()
+            render._pyvista()
         except Exception:  # best effort only
             pass
 
@@ -496,11 +491,13 @@ def show_scene(plotter, height: int = 560) -> None:
     st.iframe(render.scene_html(plotter), height=height)
 
 
-def thin_phase_note(surfaces: dict) -> None:
-    """A note on the 3D view for phases it cannot show as they are (finer than its grid)."""
+def thin_phase_note(surfaces: dict | None = None, flags: dict | None = None) -> None:
+    """A note on the 3D view for phases it cannot show as they are (finer than its grid):
+    from the surfaces, or from ``flags`` (render.unfaithful_phases output)."""
     from matgen_core import render
 
-    flags = render.unfaithful_phases(surfaces)
+    if flags is None:
+        flags = render.unfaithful_phases(surfaces or {})
     if not flags:
         return
     thick = [p for p, f in flags.items() if f == "thickened"]
@@ -517,7 +514,7 @@ def thin_phase_note(surfaces: dict) -> None:
 
 
 def demo_available() -> bool:
-    return (DEMO_RUN / "checkpoints" / "latest.pt").is_file()
+    return (DEMO_RUN / "checkpoints" / "latest.pt").is_file() and (DEMO_RUN / "demo_volume.npz").is_file()
 
 
 # The demo model's scene is the same for every visitor: made once per server process, in a
@@ -527,40 +524,39 @@ _DEMO: dict = {}
 
 
 def _make_demo_bundle() -> dict:
-    """The demo model's volume (DEMO_SHAPE, seed 0, the generator's own fractions: saved with
-    the model by assets/make_demo_model.py, else generated now), its surfaces, fractions and the
-    3D view's HTML."""
-    from matgen_core import generate, metrics, render, runs
+    """The demo model's volume (DEMO_SHAPE, seed 0, the generator's own fractions, saved with
+    the model by assets/make_demo_model.py), its fractions, and the 3D view's HTML, which a
+    subprocess makes (``matgen_core.demo_scene``: VTK stays out of the server process)."""
+    import json
+    import subprocess
+    import sys
 
-    saved = DEMO_RUN / "demo_volume.npz"
-    if saved.is_file():  # made by assets/make_demo_model.py with this model: no torch needed here
-        import json
+    from matgen_core import generate, metrics, runs
 
-        with np.load(saved, allow_pickle=False) as f:
-            labels = f["labels"].astype(np.uint8)
-        data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
-        result = generate.Generated(array=labels, kind="nphase", phase_values=data["phase_values"],
-                                    voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                                    model="slicegan")
-    else:
-        result = generate.generate(DEMO_RUN, shape=DEMO_SHAPE, seed=0, device="cpu",
-                                   calibrate=False)
-    n = len(result.phase_values) or int(result.array.max()) + 1
-    shown = list(range(1, n))  # phase 0 (pore) hidden, as on the Generate page
-    surfaces = render.phase_surfaces(result.array, shown)
+    with np.load(DEMO_RUN / "demo_volume.npz", allow_pickle=False) as f:
+        labels = f["labels"].astype(np.uint8)
+    data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
+    result = generate.Generated(array=labels, kind="nphase", phase_values=data["phase_values"],
+                                voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                                model="slicegan")
+    n = len(result.phase_values) or int(labels.max()) + 1
     training = runs.load_images(DEMO_RUN)[0]
-    table = dict(generated=[float(v) for v in metrics.phase_fractions(result.array, n)],
+    table = dict(generated=[float(v) for v in metrics.phase_fractions(labels, n)],
                  training=[float(v) for v in metrics.phase_fractions(training, n)])
-    plotter = render.plotter_for(result.array, shown, 1.0, kind="nphase", surfaces=surfaces,
-                                 window_size=(720, 480))
-    try:
-        html = render.scene_html(plotter)
-    except Exception as err:  # no OpenGL / EGL: the rest of the demo still shows
-        html = None
-        _DEMO["view_error"] = f"{type(err).__name__}: {err}"
-    finally:
-        plotter.close()
-    return dict(generated=result, surfaces=surfaces, table=table, html=html, shown=shown)
+    html, scene = None, {"shown": list(range(1, n)), "flags": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-m", "matgen_core.demo_scene", str(DEMO_RUN), tmp],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if (Path(tmp) / "scene.json").exists():
+            scene = json.loads((Path(tmp) / "scene.json").read_text())
+        if (Path(tmp) / "scene.html").exists():
+            html = (Path(tmp) / "scene.html").read_text()
+        elif proc.returncode:
+            scene["error"] = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    flags = {int(k): v for k, v in scene.get("flags", {}).items()}
+    return dict(generated=result, table=table, html=html, shown=scene["shown"], flags=flags,
+                view_error=scene.get("error"))
 
 
 def _demo_worker() -> None:

@@ -117,9 +117,9 @@ def draw_demo(bundle: dict) -> None:
         if bundle["html"] is not None:
             st.iframe(bundle["html"], height=480)
         else:
-            st.warning("The 3D view could not be drawn on this machine; the slice on the right "
-                       "shows the volume.")
-        _ui.thin_phase_note(bundle["surfaces"])
+            st.warning(f"The 3D view could not be drawn on this machine ({bundle['view_error']}); "
+                       f"the slice on the right shows the volume.")
+        _ui.thin_phase_note(flags=bundle["flags"])
     with right:
         steps, minutes = info.get("trained_steps"), info.get("cpu_minutes")
         st.markdown(
