@@ -405,19 +405,20 @@ def test_reload_restores_uploaded_dataset_and_run(home):
     at.switch_page("pages/train.py").run()
     at.selectbox(key="open_run").set_value("cli-run").run()
     check(at)
-    again = reload_of(at, "pages/dataset.py")
+    again = reload_of(at)  # opens Home, with the sidebar (app.py runs)
+    assert "Model run:** cli-run" in sidebar_texts(again)
+    assert "mine.png" in sidebar_texts(again)
+    # Home agrees with the sidebar and the runs folder
+    assert "No model of your own yet" not in texts(again)
+    assert "cli-run" in texts(again)
+    again.switch_page("pages/dataset.py").run()
+    check(again)
     assert again.session_state["dataset_name"] == "mine.png"
     ds = again.session_state["dataset"][0]
     assert ds.kind == "nphase" and ds.labels.shape == (80, 80)
     assert np.array_equal(ds.labels, (labels > 0).astype(np.uint8))
     assert "Showing the bundled example" not in texts(again)
     assert Path(again.session_state["run_dir"]) == run
-    assert "Model run:** cli-run" in sidebar_texts(again)
-    # Home agrees with the sidebar and the runs folder
-    again.switch_page("pages/home.py").run()
-    check(again)
-    assert "No model of your own yet" not in texts(again)
-    assert "cli-run" in texts(again)
 
 
 def test_new_session_without_url_opens_the_newest_run(home):
@@ -444,7 +445,7 @@ def test_upload_replaces_by_default_and_adds_planes_when_asked(home):
     assert [m.source for m in at.session_state["raw"]] == ["second.png"]
     # explicit 'add a plane': the next image becomes the XZ plane, then the YZ plane
     at.radio(key="upload_mode").set_value(at.radio(key="upload_mode").options[1]).run()
-    assert "XZ plane" in texts(at)
+    assert "added as image 2: **both side planes (XZ and YZ)**" in texts(at)
     at.file_uploader[0].upload("third.png", a, "image/png").run()
     check(at)
     assert [m.source for m in at.session_state["raw"]] == ["second.png", "third.png"]

@@ -224,7 +224,7 @@ def _workflow(page, url, home, tmp_path):
                return m && parseInt(m[1]) > n; })""", arg=first, timeout=120_000)
     assert "browser-run" in page.locator('[data-testid="stSidebar"]').inner_text()
     stage("live panel back after a reload")
-    # (the runs table is a canvas grid: its live status is checked in tests/test_app.py)
+    # (the runs table is a canvas grid: its text cannot be read here)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=/Stopped: step/", timeout=120_000)
