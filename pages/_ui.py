@@ -531,19 +531,8 @@ def _make_demo_bundle() -> dict:
     import subprocess
     import sys
 
-    from matgen_core import generate, metrics, runs
-
-    with np.load(DEMO_RUN / "demo_volume.npz", allow_pickle=False) as f:
-        labels = f["labels"].astype(np.uint8)
-    data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
-    result = generate.Generated(array=labels, kind="nphase", phase_values=data["phase_values"],
-                                voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                                model="slicegan")
-    n = len(result.phase_values) or int(labels.max()) + 1
-    training = runs.load_images(DEMO_RUN)[0]
-    table = dict(generated=[float(v) for v in metrics.phase_fractions(labels, n)],
-                 training=[float(v) for v in metrics.phase_fractions(training, n)])
-    html, scene = None, {"shown": list(range(1, n)), "flags": {}}
+    # the subprocess first, so nothing in this process competes with it (numpy only here)
+    html, scene = None, {"shown": [], "flags": {}}
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.run([sys.executable, "-m", "matgen_core.demo_scene", str(DEMO_RUN), tmp],
@@ -553,7 +542,16 @@ def _make_demo_bundle() -> dict:
         if (Path(tmp) / "scene.html").exists():
             html = (Path(tmp) / "scene.html").read_text()
         elif proc.returncode:
-            scene["error"] = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            scene["error"] = ((proc.stderr or "").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    with np.load(DEMO_RUN / "demo_volume.npz", allow_pickle=False) as f:
+        labels = f["labels"].astype(np.uint8)
+    data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
+    n = len(data.get("phase_values") or []) or int(labels.max()) + 1
+    training = np.load(DEMO_RUN / "data" / "image_0.npy", allow_pickle=False)
+    table = dict(generated=[float(v) for v in np.bincount(labels.ravel(), minlength=n)[:n] / labels.size],
+                 training=[float(v) for v in np.bincount(training.ravel(), minlength=n)[:n] / training.size])
+    result = dict(array=labels, data=data)
+    scene["shown"] = scene.get("shown") or list(range(1, n))
     flags = {int(k): v for k, v in scene.get("flags", {}).items()}
     return dict(generated=result, table=table, html=html, shown=scene["shown"], flags=flags,
                 view_error=scene.get("error"))

@@ -109,7 +109,7 @@ def draw_demo(bundle: dict) -> None:
     from matgen_core import render
 
     info = _ui.demo_info()
-    gen, table = bundle["generated"], bundle["table"]
+    array, table = bundle["generated"]["array"], bundle["table"]
     n = len(table["generated"])
     left, right = st.columns([3, 2], gap="medium")
     with left:
@@ -130,7 +130,7 @@ def draw_demo(bundle: dict) -> None:
             st.caption(f"A short training ({steps or '?'} of the preset's 2000 steps): the "
                        f"structures are far from converged (blocky, repetitive). A full quick "
                        f"run on the **Train** page gives faithful volumes.")
-        st.caption(f"{' x '.join(map(str, gen.array.shape))} voxels, seed 0, phase 0 (pore) "
+        st.caption(f"{' x '.join(map(str, array.shape))} voxels, seed 0, phase 0 (pore) "
                    f"hidden. Drag to rotate, scroll to zoom.")
         import pandas as pd
 
@@ -140,12 +140,18 @@ def draw_demo(bundle: dict) -> None:
             "demo volume %": [round(100 * v, 1) for v in table["generated"]]}),
             hide_index=True)
         st.caption("Phase fractions: the volume is the generator's own output (not calibrated).")
-        st.image(render.to_display(gen.array[gen.array.shape[0] // 2], "nphase"),
+        st.image(render.to_display(array[array.shape[0] // 2], "nphase"),
                  caption="Middle XY slice of the volume (every voxel)", width=200)
         if st.button("Analyze and export this demo volume", icon=":material/monitoring:",
                      key="demo_use"):
             import uuid
 
+            from matgen_core.generate import Generated
+
+            data = bundle["generated"]["data"]
+            gen = Generated(array=array, kind="nphase", phase_values=data["phase_values"],
+                            voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                            model="slicegan")
             st.session_state.generated = gen
             st.session_state.generated_meta = dict(run=str(_ui.DEMO_RUN), seed=0, demo=True,
                                                    run_name="demo model (bundled)",

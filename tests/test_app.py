@@ -470,8 +470,8 @@ def test_home_shows_the_demo_model_volume(home):
     assert "steps" in texts(at) and "CPU minutes" in texts(at)
     bundle = _ui.demo_bundle()
     assert "error" not in bundle, bundle.get("error")
-    assert bundle["generated"].array.shape == _ui.DEMO_SHAPE
-    assert len(set(np.unique(bundle["generated"].array))) == 3  # every phase of the example
+    assert bundle["generated"]["array"].shape == _ui.DEMO_SHAPE
+    assert len(set(np.unique(bundle["generated"]["array"]))) == 3  # every phase of the example
     assert bundle["html"] is not None and "OfflineLocalView" in bundle["html"], bundle["view_error"]
     assert bundle["shown"] == [1, 2]
     table = at.dataframe[0].value
