@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import threading
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -23,6 +25,21 @@ if not os.environ.get("DISPLAY"):
 
 # --------------------------------------------------------------------------------------------
 # 3D surfaces
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _pyvista():
+    """pyvista with its plotting module fully loaded. PyVista loads ``pyvista.plotting`` lazily on
+    first attribute access; two threads doing that at once (the app's warm-up and a page) can
+    see a half-initialised module (AttributeError: no attribute 'Plotter'), so it is done once,
+    under a lock."""
+    with _IMPORT_LOCK:
+        import pyvista
+        import pyvista.plotting  # noqa: F401
+
+        pyvista.Plotter  # noqa: B018  (resolves the lazy attribute while holding the lock)
+        return pyvista
 
 
 def _block_mean(field: np.ndarray, f: int) -> np.ndarray:
@@ -66,8 +83,8 @@ def downsample_labels(labels: np.ndarray, max_side: int = 96) -> np.ndarray:
     return np.argmax(np.stack(fractions), axis=0).astype(np.uint8)
 
 
-def _contour(field: np.ndarray, scale, voxel_size: float, smooth: bool):
-    import pyvista as pv
+def _contour(field: np.ndarray, scale, voxel_size: float, smooth: bool, level: float = 0.5):
+    pv = _pyvista()
     from scipy import ndimage
 
     if smooth:
@@ -78,7 +95,7 @@ def _contour(field: np.ndarray, scale, voxel_size: float, smooth: bool):
                         origin=tuple(-0.5 * s for s in spacing))  # voxel centres at (i + 0.5) * s
     # (Z, Y, X) C-order == (X, Y, Z) Fortran order: x varies fastest, as VTK wants.
     grid.point_data["f"] = field.ravel(order="C")
-    surf = grid.contour([0.5], scalars="f", method="flying_edges")
+    surf = grid.contour([level], scalars="f", method="flying_edges")
     surf.clear_data()
     return surf
 
@@ -91,6 +108,7 @@ def phase_surfaces(
     smooth: bool = True,
     max_faces: int = 60_000,
     min_side: int = 24,
+    thin_max_faces: int = 150_000,
 ) -> dict[int, "object"]:
     """One closed surface (pyvista.PolyData) per phase of a 3D label volume (Z, Y, X).
 
@@ -102,9 +120,13 @@ def phase_surfaces(
     structure gets a coarser grid in one pass instead of a slow decimation. A browser then gets
     a light scene (about 25 bytes a triangle). Each phase is independent of the others (so
     callers can cache per phase). Coordinates are physical (x = last axis); a phase with no
-    voxels, or finer than the coarsest grid can show, gets an empty PolyData.
+    voxels gets an empty PolyData. A phase that the chosen grid loses (the surface encloses less
+    than half its voxels: a thin film) is redrawn on the finest grid (``max_side``) if that
+    stays under ``thin_max_faces`` triangles; :func:`missing_phases` says which phases are still
+    not shown faithfully, so the view can say so. Each surface carries ``field_data
+    ["phase_voxels"]`` (the phase's voxel count) for that check.
     """
-    import pyvista as pv
+    pv = _pyvista()
 
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -136,8 +158,76 @@ def phase_surfaces(
         if new != side:
             second = _contour(*_shrink(field, new), voxel_size, smooth)
             if second.n_cells <= 2 * max_faces or second.n_cells < surf.n_cells:
-                surf = second
+                surf, side = second, new
+        # a thin phase (a binder film) vanishes on a coarse grid: pooled below 0.5 everywhere.
+        # Then draw it on the finest grid allowed, whatever its triangle count (up to
+        # thin_max_faces), so the view keeps it instead of silently dropping it.
+        voxels = int(mask.sum())
+        finest = min(max_side, longest)
+        thickened = False
+        if side < finest and drawn_fraction(surf, voxels, voxel_size) < 0.5:
+            fine = _contour(*_shrink(field, finest), voxel_size, smooth)
+            if fine.n_cells <= thin_max_faces and (
+                    drawn_fraction(fine, voxels, voxel_size) > drawn_fraction(surf, voxels, voxel_size)):
+                surf, side = fine, finest
+        if drawn_fraction(surf, voxels, voxel_size) < 0.5 and side >= longest:
+            exact = _contour(field, (1.0, 1.0, 1.0), voxel_size, False)  # no blur: voxel-exact
+            if 0 < exact.n_cells <= thin_max_faces:
+                surf = exact
+        if drawn_fraction(surf, voxels, voxel_size) < 0.5:
+            # still lost: thinner than one cell of the finest grid. Draw it thickened (contour the
+            # pooled fraction at half its typical peak instead of 0.5) and flag it, so the view
+            # says so rather than dropping the phase.
+            from scipy import ndimage
+
+            grid_side = side
+            while grid_side >= min_side and not thickened:
+                pooled, scale = _shrink(field, grid_side)
+                if smooth:
+                    pooled = ndimage.gaussian_filter(pooled, sigma=0.6, mode="nearest")
+                peak = float(np.percentile(pooled[pooled > 0], 99)) if (pooled > 0).any() else 0.0
+                if peak <= 0:
+                    break
+                thick = _contour(pooled, scale, voxel_size, False, level=0.5 * min(peak, 1.0))
+                if 0 < thick.n_cells <= thin_max_faces:
+                    surf, thickened = thick, True
+                grid_side = int(grid_side * 0.7)  # too many triangles: a coarser grid
+        surf.field_data["phase_voxels"] = np.array([voxels])
+        surf.field_data["thickened"] = np.array([int(thickened)])
         out[p] = surf
+    return out
+
+
+def drawn_fraction(surface, voxels: int, voxel_size: float = 1.0) -> float:
+    """How much of a phase's volume (``voxels`` voxels) the closed ``surface`` encloses, 0..1+.
+
+    About 1 when the 3D view shows the phase faithfully; well below 1 when the phase is finer
+    than the grid its surface was drawn on (it then looks thinner or is missing).
+    """
+    if voxels <= 0:
+        return 1.0
+    if surface is None or surface.n_points == 0:
+        return 0.0
+    return float(abs(surface.volume)) / (voxels * float(voxel_size) ** 3)
+
+
+def unfaithful_phases(surfaces: dict, voxel_size: float = 1.0, below: float = 0.5) -> dict[int, str]:
+    """{phase: "thickened" | "missing"} for phases the 3D view does not show as they are.
+
+    "thickened": finer than the 3D grid, drawn inflated (:func:`phase_surfaces` flags it);
+    "missing": the surface encloses less than ``below`` of the phase's voxels. ``surfaces`` is
+    :func:`phase_surfaces` output; the pages put a note on the 3D view for these phases.
+    """
+    out = {}
+    for p, surf in surfaces.items():
+        keys = surf.field_data.keys()
+        voxels = int(surf.field_data["phase_voxels"][0]) if "phase_voxels" in keys else 0
+        if not voxels:
+            continue
+        if "thickened" in keys and int(surf.field_data["thickened"][0]):
+            out[int(p)] = "thickened"
+        elif drawn_fraction(surf, voxels, voxel_size) < below:
+            out[int(p)] = "missing"
     return out
 
 
@@ -153,13 +243,13 @@ def plotter_for(
     window_size: tuple[int, int] = (720, 520),
     surfaces: dict[int, object] | None = None,
 ):
-    """An off-screen pyvista.Plotter showing ``volume`` (Z, Y, X), ready for stpyvista.
+    """An off-screen pyvista.Plotter showing ``volume`` (Z, Y, X), ready for :func:`scene_html`.
 
     n-phase volumes: one coloured surface per visible phase (``surfaces`` may pass pre-computed
     ``phase_surfaces`` output to skip the contouring). Gray / colour volumes: three orthogonal
     slices through the centre. ``opacity`` is one number or {phase: opacity}.
     """
-    import pyvista as pv
+    pv = _pyvista()
 
     volume = np.asarray(volume)
     p = pv.Plotter(off_screen=True, window_size=list(window_size))
@@ -198,6 +288,23 @@ def plotter_for(
     return p
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
+def scene_html(plotter) -> str:
+    """The plotter's scene as one self-contained HTML page (vtk.js inline, about 1 MB + the
+    surfaces), to show in an iframe: drag to rotate, scroll to zoom. Nothing is downloaded.
+
+    trame-pyvista's exporter starts a local trame server and, when trame-vtklocal is installed,
+    initialises it too; that module fetches VTK.wasm from the internet. This export only needs
+    the vtk.js scene, so trame-vtklocal is kept out (its import is blocked for this process).
+    """
+    if "trame.widgets.vtklocal" not in sys.modules:
+        sys.modules["trame.widgets.vtklocal"] = None  # `from trame.widgets import vtklocal` -> ImportError
+    with _EXPORT_LOCK:  # one export at a time: they share the trame server
+        return plotter.trame.export_html(filename=None).read()
+
+
 # --------------------------------------------------------------------------------------------
 # plotly figures (pages only show them)
 
@@ -227,8 +334,14 @@ def slices_figure(volume: np.ndarray, kind: str, index: tuple[int, int, int] | N
     return fig
 
 
-def loss_figure(rows: list[dict], loss_names: Sequence[str] | None = None, max_points: int = 2000):
-    """Training curves: one line per loss against step (long histories are thinned)."""
+def loss_figure(rows: list[dict], loss_names: Sequence[str] | None = None, max_points: int = 2000,
+                log_y: bool = False):
+    """Training curves: one line per loss against step (long histories are thinned).
+
+    ``log_y``: a symmetric-log-like view for losses of very different sizes: each curve is drawn
+    as sign(v) * log10(1 + |v|), so small losses are not flattened by large (or negative) ones;
+    the axis title says so. The legend sits to the right of the plot, clear of the toolbar.
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -242,10 +355,18 @@ def loss_figure(rows: list[dict], loss_names: Sequence[str] | None = None, max_p
         ]
         steps = [r.get("step") for r in rows]
         for name in names:
-            fig.add_trace(go.Scatter(x=steps, y=[r.get(name) for r in rows], mode="lines", name=name))
-    fig.update_layout(xaxis_title="step", yaxis_title="loss", height=340,
-                      margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+            raw = [r.get(name) for r in rows]
+            values = raw
+            if log_y:
+                values = [None if v is None else math.copysign(math.log10(1.0 + abs(v)), v)
+                          for v in raw]
+            fig.add_trace(go.Scatter(x=steps, y=values, customdata=raw, mode="lines", name=name,
+                                     hovertemplate=f"{name}: %{{customdata:.4g}} at step "
+                                                   f"%{{x}}<extra></extra>"))
+    fig.update_layout(xaxis_title="step",
+                      yaxis_title="sign(loss) x log10(1 + |loss|)" if log_y else "loss",
+                      height=340, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
     return fig
 
 

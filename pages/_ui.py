@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -89,29 +90,145 @@ def example_micrograph():
 # session state: the current dataset, run and generated volume
 
 
+EXAMPLE_NAME = "example electrode (bundled)"
+DEMO_RUN = ROOT / "assets" / "demo_model"
+DEMO_SHAPE = (64, 64, 64)
+# URL query parameters that hold where the user is, so a reload (or a shared link) restores it:
+# ?dataset=<saved dataset folder>&run=<run folder name>&gen=<seed>-<Z>x<Y>x<X>
+QP_DATASET, QP_RUN, QP_GEN = "dataset", "run", "gen"
+
+
 def init_state() -> None:
-    """Called by app.py on every run: a newcomer starts with the bundled example loaded."""
+    """Called by app.py on every run. A new session (a first visit or a browser reload) is
+    restored from the URL's query parameters (dataset, run, generated volume); a newcomer starts
+    with the bundled example loaded. Without a ``run`` parameter the current run is the one this
+    server is training, else the newest run on disk, so the pages agree with the runs folder."""
     ss = st.session_state
-    if "raw" not in ss:
-        ss.raw = []
-        ss.raw_name = ""
-        ss.dataset = None
-        ss.dataset_name = ""
-        ss.ds_settings = {}
-        if EXAMPLE.exists():
-            try:
-                ss.raw = [example_micrograph()]
-                ss.raw_name = "example electrode (bundled)"
-                set_dataset(list(ss.raw), ss.raw_name)
-            except Exception:  # the app must open even if the example cannot be read
-                pass
-    ss.setdefault("run_dir", None)
-    ss.setdefault("generated", None)
+    if "raw" in ss:
+        return
+    ss.raw, ss.raw_name, ss.dataset, ss.dataset_name, ss.dataset_key = [], "", None, "", None
+    ss.ds_settings = {}
+    ss.run_dir = None
+    ss.generated = None
+    ss.restore_notes = []
+    qp = st.query_params
+    key = qp.get(QP_DATASET)
+    if key:
+        from matgen_core import datasets
+
+        try:
+            micrographs, label = datasets.load_dataset(runs_home(), key)
+        except MatgenInputError as err:
+            ss.restore_notes.append(str(err))
+        else:
+            ss.raw, ss.raw_name = list(micrographs), label
+            set_dataset(micrographs, label, key=key)
+    if not ss.raw and EXAMPLE.exists():
+        try:
+            ss.raw = [example_micrograph()]
+            ss.raw_name = EXAMPLE_NAME
+            set_dataset(list(ss.raw), ss.raw_name)
+        except Exception:  # the app must open even if the example cannot be read
+            pass
+    name = qp.get(QP_RUN)
+    if name and (runs_home() / name / "config.json").is_file() and "/" not in name:
+        set_run(runs_home() / name)
+    else:
+        if name:
+            ss.restore_notes.append(f"The run '{name}' in the link is not in {runs_home()}.")
+        set_run(default_run())
+    gen = qp.get(QP_GEN)
+    if gen and current_run() is not None:
+        restore_generated(current_run(), gen)
 
 
-def set_dataset(micrographs, name: str) -> None:
-    st.session_state.dataset = list(micrographs) if micrographs else None
-    st.session_state.dataset_name = name
+def default_run() -> Path | None:
+    """The run the pages show when none was chosen: the one training now, else the newest."""
+    running = job_manager().running()
+    if running:
+        return Path(running[0].run_dir)
+    from matgen_core import runs
+
+    infos = runs.list_runs(runs_home())
+    return infos[0].path if infos else None
+
+
+def gen_token(seed: int, shape) -> str:
+    return f"{int(seed)}-" + "x".join(str(int(v)) for v in shape)
+
+
+def parse_gen_token(token: str) -> tuple[int, tuple[int, ...]] | None:
+    try:
+        seed, shape = token.split("-", 1)
+        dims = tuple(int(v) for v in shape.split("x"))
+        return (int(seed), dims) if len(dims) in (1, 3) and all(0 < d <= 1024 for d in dims) else None
+    except ValueError:
+        return None
+
+
+def restore_generated(run_dir: Path, token: str) -> None:
+    """Generate again what the URL says was on screen (same run, seed and size: the same
+    volume under the default raw policy; a calibrated or steered choice is not in the URL)."""
+    import time
+    import uuid
+
+    from matgen_core import generate, runs
+
+    parsed = parse_gen_token(token)
+    if parsed is None or runs.latest_checkpoint(run_dir) is None:
+        return
+    seed, dims = parsed
+    kwargs = dict(count=dims[0]) if len(dims) == 1 else dict(shape=dims)
+    t0 = time.perf_counter()
+    try:
+        with st.spinner("Restoring the generated volume..."):
+            result = generate.generate(run_dir, seed=seed, device="auto", **kwargs)
+    except MatgenInputError as err:
+        st.session_state.restore_notes.append(f"Could not generate again: {err}")
+        return
+    st.session_state.generated = result
+    st.session_state.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=seed,
+                                           token=uuid.uuid4().hex, restored=True,
+                                           seconds=time.perf_counter() - t0)
+
+
+def sync_query_params() -> None:
+    """Write where the user is into the URL (app.py calls it after every page), so a reload
+    comes back to the same dataset, run and generated volume."""
+    ss = st.session_state
+    want = {}
+    if ss.get("dataset_key"):
+        want[QP_DATASET] = ss.dataset_key
+    run = current_run()
+    if run is not None and run.parent.resolve() == runs_home().resolve():
+        want[QP_RUN] = run.name
+    gen, meta = ss.get("generated"), ss.get("generated_meta") or {}
+    if gen is not None and run is not None and meta.get("run") == str(run) and not meta.get("demo"):
+        a = gen.array
+        dims = (a.shape[0],) if gen.model != "slicegan" else a.shape[:3]
+        want[QP_GEN] = gen_token(meta.get("seed", 0), dims)
+    qp = st.query_params
+    for k in (QP_DATASET, QP_RUN, QP_GEN):
+        if k in want and qp.get(k) != want[k]:
+            qp[k] = want[k]
+        elif k not in want and k in qp:
+            del qp[k]
+
+
+def set_dataset(micrographs, name: str, key: str | None = None) -> None:
+    """Make ``micrographs`` the current dataset. Anything but the bundled example is saved to
+    the runs folder (``matgen_core.datasets``) so a reload finds it again."""
+    ss = st.session_state
+    ss.dataset = list(micrographs) if micrographs else None
+    ss.dataset_name = name
+    if key is None and micrographs and name != EXAMPLE_NAME:
+        from matgen_core import datasets
+
+        try:
+            key = datasets.save_dataset(runs_home(), list(micrographs), name)
+        except OSError as err:  # a read-only runs folder: the session still works
+            ss.setdefault("restore_notes", []).append(f"The dataset could not be saved ({err}).")
+    ss.dataset_key = key
 
 
 def dataset():
@@ -295,7 +412,12 @@ def sidebar_status(slot) -> None:
         else:
             st.markdown("**Dataset:** none yet")
         run = current_run()
-        st.markdown(f"**Model run:** {run.name if run else 'none yet'}")
+        if run is not None:
+            st.markdown(f"**Model run:** {run.name}")
+        elif demo_available():
+            st.markdown("**Model run:** demo model (bundled)")
+        else:
+            st.markdown("**Model run:** none yet")
         running = bool(job_manager().running())
 
         @st.fragment(run_every=2.0 if running else None)
@@ -309,7 +431,10 @@ def sidebar_status(slot) -> None:
         gen = ss.get("generated")
         if gen is not None:
             shape = " x ".join(str(s) for s in gen.array.shape[:3 if gen.kind != "color" else 2])
-            st.markdown(f"**Generated:** {shape}")
+            meta = ss.get("generated_meta") or {}
+            st.markdown(f"**Generated:** {shape}" + (" (demo model)" if meta.get("demo") else ""))
+        for note in ss.get("restore_notes") or []:
+            st.caption(note)
 
 
 @st.cache_resource
@@ -317,22 +442,26 @@ def warm_up() -> bool:
     """Once per server, after the first page is out: import the heavy modules (torch, VTK
     rendering) and run a first FFT in a background thread, so the first training, statistics
     or 3D view does not pay for it."""
-    import threading
-
     def work() -> None:
+        # first the demo model's 3D volume for Home (alone: on a busy machine the imports
+        # below would slow it down), then the rest
+        if demo_available():
+            with _DEMO_LOCK:
+                mine = not _DEMO.get("started")
+                _DEMO["started"] = True
+            if mine:
+                _demo_worker()
         try:
             import torch
 
             torch.fft.rfftn(torch.zeros(8, 8))  # first FFT (statistics) initialises a backend
             # the first optimiser imports torch._dynamo (sympy...): 10+ s on a small machine
             torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-            from matgen_core import generate, metrics, train  # noqa: F401
+            from matgen_core import generate, metrics, render, train  # noqa: F401
 
-            import pyvista  # noqa: F401
             import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
-            from pyvista.plotting import Plotter  # noqa: F401
 
-            import panel  # noqa: F401  (stpyvista imports it: about 5 s)
+            render._pyvista()
         except Exception:  # best effort only
             pass
 
@@ -348,3 +477,119 @@ def generated_or_hint(what: str):
         st.page_link(PAGES["generate"], label="Go to Generate & view", icon=":material/arrow_forward:")
         return None
     return gen, st.session_state.get("generated_meta") or {}
+
+
+# ------------------------------------------------------------------------------------------
+# the 3D view and the bundled demo model
+
+
+def show_scene(plotter, height: int = 560) -> None:
+    """Show a render.plotter_for scene in the page: an interactive vtk.js view (drag to rotate,
+    scroll to zoom), self-contained, nothing downloaded."""
+    from matgen_core import render
+
+    st.iframe(render.scene_html(plotter), height=height)
+
+
+def thin_phase_note(surfaces: dict | None = None, flags: dict | None = None) -> None:
+    """A note on the 3D view for phases it cannot show as they are (finer than its grid):
+    from the surfaces, or from ``flags`` (render.unfaithful_phases output)."""
+    from matgen_core import render
+
+    if flags is None:
+        flags = render.unfaithful_phases(surfaces or {})
+    if not flags:
+        return
+    thick = [p for p, f in flags.items() if f == "thickened"]
+    lost = [p for p, f in flags.items() if f == "missing"]
+    parts = []
+    if thick:
+        parts.append(", ".join(f"phase {p}" for p in thick) + (" is" if len(thick) == 1 else " are")
+                     + " thinner than the 3D view's grid and drawn thickened")
+    if lost:
+        parts.append(", ".join(f"phase {p}" for p in lost) + (" is" if len(lost) == 1 else " are")
+                     + " too fine to draw as a surface and mostly missing")
+    st.warning("; ".join(parts) + ". The **Slices** tab shows every voxel as it is.",
+               icon=":material/visibility:")
+
+
+def demo_available() -> bool:
+    return (DEMO_RUN / "checkpoints" / "latest.pt").is_file() and (DEMO_RUN / "demo_volume.npz").is_file()
+
+
+# The demo model's scene is the same for every visitor: made once per server process, in a
+# background thread started by the warm-up (or by Home), so the first page is not held up.
+_DEMO_LOCK = threading.Lock()
+_DEMO: dict = {}
+
+
+def _make_demo_bundle() -> dict:
+    """The demo model's volume (DEMO_SHAPE, seed 0, the generator's own fractions, saved with
+    the model by assets/make_demo_model.py), its fractions, and the 3D view's HTML, which a
+    subprocess makes (``matgen_core.demo_scene``: VTK stays out of the server process)."""
+    import json
+    import subprocess
+    import sys
+
+    # the subprocess first, so nothing in this process competes with it (numpy only here)
+    html, scene = None, {"shown": [], "flags": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-m", "matgen_core.demo_scene", str(DEMO_RUN), tmp],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if (Path(tmp) / "scene.json").exists():
+            scene = json.loads((Path(tmp) / "scene.json").read_text())
+        if (Path(tmp) / "scene.html").exists():
+            html = (Path(tmp) / "scene.html").read_text()
+        elif proc.returncode:
+            scene["error"] = ((proc.stderr or "").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    with np.load(DEMO_RUN / "demo_volume.npz", allow_pickle=False) as f:
+        labels = f["labels"].astype(np.uint8)
+    data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
+    n = len(data.get("phase_values") or []) or int(labels.max()) + 1
+    training = np.load(DEMO_RUN / "data" / "image_0.npy", allow_pickle=False)
+    table = dict(generated=[float(v) for v in np.bincount(labels.ravel(), minlength=n)[:n] / labels.size],
+                 training=[float(v) for v in np.bincount(training.ravel(), minlength=n)[:n] / training.size])
+    result = dict(array=labels, data=data)
+    scene["shown"] = scene.get("shown") or list(range(1, n))
+    flags = {int(k): v for k, v in scene.get("flags", {}).items()}
+    return dict(generated=result, table=table, html=html, shown=scene["shown"], flags=flags,
+                view_error=scene.get("error"))
+
+
+def _demo_worker() -> None:
+    try:
+        bundle = _make_demo_bundle()
+    except Exception as err:  # a broken demo must not break the app
+        bundle = dict(error=f"{type(err).__name__}: {err}")
+    with _DEMO_LOCK:
+        _DEMO["bundle"] = bundle
+
+
+def start_demo() -> None:
+    """Start making the demo scene in the background (once per process)."""
+    if not demo_available():
+        return
+    with _DEMO_LOCK:
+        if _DEMO.get("started"):
+            return
+        _DEMO["started"] = True
+    threading.Thread(target=_demo_worker, name="matgen-demo", daemon=True).start()
+
+
+def demo_bundle() -> dict | None:
+    """The demo scene when it is ready ({"error": ...} if it failed), else None (started)."""
+    start_demo()
+    with _DEMO_LOCK:
+        return _DEMO.get("bundle")
+
+
+def demo_info() -> dict:
+    """What the demo model is: steps and CPU minutes it was trained for (from its config)."""
+    import json
+
+    try:
+        cfg = json.loads((DEMO_RUN / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(cfg.get("demo") or {}, preset=cfg.get("preset"), model=cfg.get("model"))

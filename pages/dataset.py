@@ -6,6 +6,14 @@ from matgen_core.errors import MatgenInputError
 from pages import _ui
 
 
+REPLACE = "replaces the dataset"
+ADD = "adds a plane (anisotropic: 2nd = XZ, 3rd = YZ)"
+
+
+def _bundled(ss) -> bool:
+    return ss.get("raw_name") == _ui.EXAMPLE_NAME
+
+
 def main() -> None:
     ss = st.session_state
     st.title("Dataset")
@@ -13,37 +21,53 @@ def main() -> None:
                "in every direction); two or three images of perpendicular planes for an anisotropic "
                "one (SliceGAN only).")
 
+    mode = st.radio(
+        "A dropped image", [REPLACE, ADD], horizontal=True, key="upload_mode",
+        help="Isotropic material (the same in every direction): one image. Anisotropic: 2-3 "
+             "images of perpendicular planes, for SliceGAN: the 1st is the XY plane (top view, "
+             "perpendicular to Z), the 2nd the XZ plane (perpendicular to Y; with 2 images, both "
+             "side planes), the 3rd the YZ plane (perpendicular to X).")
+    have = len(ss.get("raw") or [])
+    if mode == ADD and have:
+        nxt = _ui.plane_names(min(have + 1, 3))[min(have, 2)]
+        st.caption(f"The next image is added as image {have + 1}: "
+                   + (f"**{nxt}**." if have < 3 else "the dataset already has 3 planes (XY, XZ, "
+                      "YZ); switch to 'replaces the dataset' to start again."))
     files = st.file_uploader(
-        "Drop micrograph(s) here: PNG, JPEG or TIFF; 1 image, or 2-3 perpendicular views",
-        type=_ui.UPLOAD_TYPES, accept_multiple_files=True, key="upload",
+        "Drop a micrograph here: PNG, JPEG or TIFF (several at once: the planes XY, XZ, YZ in "
+        "that order)", type=_ui.UPLOAD_TYPES, accept_multiple_files=True, key="upload",
     )
 
-    # A new upload replaces the raw images; an empty uploader (e.g. after visiting another page)
-    # keeps what was loaded before.
-    if files:
-        names = tuple(f.name for f in files)
-        token = tuple((f.name, f.size) for f in files)
-        if ss.get("upload_token") != token:
-            if len(files) > 3:
-                _ui.error_box(MatgenInputError(f"{len(files)} files were dropped; SliceGAN trains on 1 "
-                                               f"image, or 2-3 images of perpendicular planes."))
-                return
-            try:
-                raws = [_ui.read_upload(f.name, f.getvalue()) for f in files]
-            except MatgenInputError as err:
-                _ui.error_box(err)  # keep showing the dataset loaded before
-            else:
-                ss.upload_token = token
-                ss.raw = raws
-                ss.raw_name = ", ".join(names)
-                _ui.reset_keys("ds_")
+    # Only newly dropped files count (the uploader keeps earlier ones in its list): they replace
+    # the dataset, or are added as further planes in 'add' mode. An empty uploader (e.g. after
+    # visiting another page) keeps what was loaded before.
+    seen = ss.setdefault("upload_seen", set())
+    new_files = [f for f in files or [] if f.file_id not in seen]
+    if new_files:
+        keep_raws = list(ss.get("raw") or []) if mode == ADD and not _bundled(ss) else []
+        total = len(keep_raws) + len(new_files)
+        try:
+            if total > 3:
+                raise MatgenInputError(
+                    f"That makes {total} images; SliceGAN trains on 1 image, or 2-3 images of "
+                    f"perpendicular planes (XY, XZ, YZ). Switch to 'replaces the dataset' to "
+                    f"start again.")
+            raws = [_ui.read_upload(f.name, f.getvalue()) for f in new_files]
+        except MatgenInputError as err:
+            _ui.error_box(err)  # keep showing the dataset loaded before
+        else:
+            ss.raw = keep_raws + raws
+            names = [m.source for m in ss.raw]
+            ss.raw_name = ", ".join(names)
+            _ui.reset_keys("ds_")
+        seen.update(f.file_id for f in new_files)
 
     raws = ss.get("raw") or []
     if not raws:
         st.info("No image loaded yet: drop a micrograph above.", icon=":material/upload:")
         return
 
-    if not files and "bundled" in ss.get("raw_name", ""):
+    if _bundled(ss):
         st.info("Showing the bundled example electrode. Drop your own image above to replace it.",
                 icon=":material/lightbulb:")
 
@@ -53,12 +77,13 @@ def main() -> None:
 
     st.subheader("What was detected")
     planes = _ui.plane_names(len(raws))
-    for m, plane in zip(raws, planes):
-        st.markdown(f"- **{m.source}**: {_ui.describe(m)}" + (f"; used for {plane}" if plane else ""))
+    for k, (m, plane) in enumerate(zip(raws, planes)):
+        st.markdown(f"- {'image ' + str(k + 1) + ', ' if len(raws) > 1 else ''}**{m.source}**: "
+                    f"{_ui.describe(m)}" + (f"; used for **{plane}**" if plane else ""))
     if len(raws) > 1:
-        st.caption("Anisotropic training: drop the images in this order: the XY plane (top view) "
-                   "first, then the side views (XZ, then YZ). With two images the second is used "
-                   "for both side views.")
+        st.caption("Anisotropic training (SliceGAN): the 1st image is the XY plane (top view), the "
+                   "2nd the XZ plane (with two images: both side planes), the 3rd the YZ plane. "
+                   "To start again with one image, choose 'replaces the dataset' and drop it.")
     kinds = {m.kind for m in raws}
     if len(kinds) > 1:
         _ui.error_box(MatgenInputError("The images are of different kinds (" + ", ".join(sorted(kinds))

@@ -152,8 +152,6 @@ def view_3d(arr, kind: str, n: int, token: str) -> None:
         st.caption("Select at least one phase to show.")
         return
     with st.spinner("Building the 3D view..."):
-        from stpyvista import stpyvista
-
         surfaces = None
         if kind == "nphase":
             surfaces = _ui.surfaces_for(token, arr, visible)
@@ -161,10 +159,13 @@ def view_3d(arr, kind: str, n: int, token: str) -> None:
             if all(surfaces[p].n_points == 0 for p in visible):
                 st.caption("These phases are too fine (or absent) to draw as surfaces; see the "
                            "Slices tab.")
+            else:
+                _ui.thin_phase_note(surfaces)  # thin phases: drawn thickened, said on the view
         try:
             plotter = render.plotter_for(arr, visible, opacity, kind=kind, surfaces=surfaces,
                                          window_size=(800, 560))
-            stpyvista(plotter, key=f"view3d_{token[:8]}")
+            _ui.show_scene(plotter, height=560)
+            plotter.close()
         except Exception as err:  # no OpenGL/EGL on this machine: the slices still work
             st.warning(f"The 3D view could not be drawn on this machine ({type(err).__name__}: "
                        f"{err}). On a headless Linux server install the EGL libraries "

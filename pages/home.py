@@ -13,6 +13,9 @@ def main() -> None:
         "microstructures of any size that share those statistics."
     )
 
+    if _ui.current_run() is None and _ui.demo_available():
+        demo()
+
     st.subheader("Workflow")
     steps = [
         ("1", "Dataset", "Drop a micrograph (PNG, JPEG or TIFF). Segmented images are used as they are; "
@@ -53,19 +56,106 @@ def main() -> None:
         st.markdown("**Current model**")
         run = _ui.current_run()
         if run is None:
-            st.markdown("No model trained yet. Start one on the **Train** page, or pick a run "
-                        "trained with the `matgen` command there.")
+            st.markdown("No model of your own yet" + (" (the volume above is the bundled demo "
+                        "model's)" if _ui.demo_available() else "") + ". Start one on the "
+                        "**Train** page, or pick a run trained with the `matgen` command there.")
         else:
+            from matgen_core import runs
+
             job = _ui.job_manager().get(run)
+            info = runs.run_info(run)
             if job is not None:
                 snap = job.snapshot()
-                st.markdown(f"`{run.name}`: {snap['status']}, step {snap['step']} / "
-                            f"{snap['total_steps'] or '?'}")
+                status, step, total = snap["status"], snap["step"], snap["total_steps"] or info.total_steps
             else:
-                st.markdown(f"`{run.name}`")
+                status, step, total = info.status, info.step, info.total_steps
+            st.markdown(f"`{run.name}` ({info.model}): {status}, step {step} / {total or '?'}")
+            count = len(runs.list_runs(_ui.runs_home()))
+            if count > 1:
+                st.caption(f"{count} runs in {_ui.runs_home()}; pick another on the Train page.")
+            st.page_link(_ui.PAGES["train"], label="Follow it on Train", icon=":material/arrow_forward:")
         gen = st.session_state.get("generated")
         if gen is not None:
-            st.markdown(f"Last generated: {' x '.join(map(str, gen.array.shape))} ({gen.kind})")
+            meta = st.session_state.get("generated_meta") or {}
+            st.markdown(f"Last generated: {' x '.join(map(str, gen.array.shape))} ({gen.kind}) "
+                        f"from `{meta.get('run_name', '?')}`")
 
+
+def demo() -> None:
+    """The bundled demo model's 3D volume and statistics, shown before anything is trained.
+    Made in the background once per server: until it is ready this redraws itself every second."""
+    ready = _ui.demo_bundle() is not None
+
+    @st.fragment(run_every=None if ready else 1.0)
+    def demo_view() -> None:
+        bundle = _ui.demo_bundle()
+        if bundle is None:
+            st.info("Generating a 3D volume with the demo model (a few seconds)...",
+                    icon=":material/hourglass_top:")
+            return
+        if not ready:
+            st.rerun()  # ready now: draw it in a full run (and stop polling)
+        draw_demo(bundle)
+
+    with st.container(border=True):
+        st.subheader("What you get: a 3D volume from the 2D example (demo model)")
+        demo_view()
+
+
+def draw_demo(bundle: dict) -> None:
+    if "error" in bundle:
+        st.caption(f"The demo model could not be loaded ({bundle['error']}).")
+        return
+    from matgen_core import render
+
+    info = _ui.demo_info()
+    array, table = bundle["generated"]["array"], bundle["table"]
+    n = len(table["generated"])
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        _ui.phase_legend(bundle["shown"])
+        if bundle["html"] is not None:
+            st.iframe(bundle["html"], height=480)
+        else:
+            st.warning(f"The 3D view could not be drawn on this machine ({bundle['view_error']}); "
+                       f"the slice on the right shows the volume.")
+        _ui.thin_phase_note(flags=bundle["flags"])
+    with right:
+        steps, minutes = info.get("trained_steps"), info.get("cpu_minutes")
+        st.markdown(
+            f"**Demo model (bundled)**: SliceGAN, `{info.get('preset', 'quick')}` preset, trained "
+            f"on the example electrode below for {steps or '?'} steps ({minutes or '?'} CPU "
+            f"minutes, `assets/make_demo_model.py`). Your own runs replace it here.")
+        if (steps or 0) < 1000:
+            st.caption(f"A short training ({steps or '?'} of the preset's 2000 steps): the "
+                       f"structures are far from converged (blocky, repetitive). A full quick "
+                       f"run on the **Train** page gives faithful volumes.")
+        st.caption(f"{' x '.join(map(str, array.shape))} voxels, seed 0, phase 0 (pore) "
+                   f"hidden. Drag to rotate, scroll to zoom.")
+        import pandas as pd
+
+        st.dataframe(pd.DataFrame({
+            "phase": [f"phase {k}" for k in range(n)],
+            "training image %": [round(100 * v, 1) for v in table["training"]],
+            "demo volume %": [round(100 * v, 1) for v in table["generated"]]}),
+            hide_index=True)
+        st.caption("Phase fractions: the volume is the generator's own output (not calibrated).")
+        st.image(render.to_display(array[array.shape[0] // 2], "nphase"),
+                 caption="Middle XY slice of the volume (every voxel)", width=200)
+        if st.button("Analyze and export this demo volume", icon=":material/monitoring:",
+                     key="demo_use"):
+            import uuid
+
+            from matgen_core.generate import Generated
+
+            data = bundle["generated"]["data"]
+            gen = Generated(array=array, kind="nphase", phase_values=data["phase_values"],
+                            voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
+                            model="slicegan")
+            st.session_state.generated = gen
+            st.session_state.generated_meta = dict(run=str(_ui.DEMO_RUN), seed=0, demo=True,
+                                                   run_name="demo model (bundled)",
+                                                   token=uuid.uuid4().hex, seconds=0.0)
+            st.switch_page(_ui.PAGES["analyze"])
 
 main()

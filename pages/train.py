@@ -18,8 +18,10 @@ MODEL_LABELS = {
     "vae": "VAE: 2D images",
     "vaegan": "VAE-GAN: 2D images",
 }
-PRESET_HELP = ("quick: a small network that trains in minutes on a laptop CPU (good to try "
-               "things). paper: the published architecture; best results, needs a GPU and hours.")
+PRESET_HELP = ("quick: a small network, about 10 CPU minutes (a first look). standard: the "
+               "published 64 px window with narrow networks, about 40 CPU minutes. paper: the "
+               "published v1.1 recipe; needs a GPU and hours. No preset is yet shown to give "
+               "simulation-grade 3D volumes: check them against real 3D data (matgen validate).")
 # Main hyperparameters offered in the form (when the model has them), with their labels.
 MAIN_KEYS = {
     "lr": "Learning rate", "lr_g": "Generator learning rate", "lr_d": "Critic learning rate",
@@ -157,7 +159,8 @@ def show_run(run_dir: Path) -> None:
         chart, prev = st.columns([3, 2])
         with chart:
             if rows:
-                st.plotly_chart(render.loss_figure(rows), key="loss_chart")
+                st.plotly_chart(render.loss_figure(rows, log_y=bool(ss.get("loss_log"))),
+                                key="loss_chart")
                 if info.model == "slicegan" and any(r.get("fraction_error") for r in rows):
                     st.plotly_chart(fraction_error_figure(rows), key="fraction_error_chart")
             else:
@@ -180,6 +183,9 @@ def show_run(run_dir: Path) -> None:
             st.rerun()  # training ended: redraw the buttons
 
     live()
+    st.toggle("Log scale (losses)", key="loss_log",
+              help="Draw each loss as sign x log10(1 + |loss|), so small losses are not flattened "
+                   "by large ones; hover shows the real values.")
     if info.step > 0 or (job is not None and job.step > 0):
         st.page_link(_ui.PAGES["generate"], label="Generate from this run",
                      icon=":material/arrow_forward:")
@@ -222,6 +228,8 @@ def new_run_form(ds) -> None:
         "Preset", preset_names, default="quick" if "quick" in preset_names else preset_names[0],
         key="new_preset", help=PRESET_HELP) or preset_names[0]
     defaults = model_presets[preset]
+    if defaults.get("description"):
+        c2.caption(defaults["description"])
     c1, c2, c3 = st.columns(3)
     steps = c1.number_input("Steps", min_value=1, value=int(defaults.get("steps", 500)), step=50,
                             key=f"new_steps_{model}_{preset}",
@@ -297,6 +305,29 @@ def all_runs(run: Path | None) -> None:
     if not infos:
         st.caption("No runs yet.")
         return
+    runs_table(bool(mgr.running()))
+    names = [i.name for i in infos]
+    current = run.name if run is not None and run.name in names else None
+    pick = st.selectbox("Open a run", names, index=names.index(current) if current else None,
+                        placeholder="choose a run to follow, resume or generate from",
+                        key="open_run")
+    if pick and pick != current:
+        _ui.set_run(next(i.path for i in infos if i.name == pick))
+        st.rerun()
+
+
+def runs_table(live: bool) -> None:
+    """The runs table; while a job trains it redraws itself every 2 s (a fragment), so its
+    status and step follow the training."""
+
+    @st.fragment(run_every=2.0 if live else None)
+    def table_now() -> None:
+        draw_runs_table(runs.list_runs(_ui.runs_home()))
+
+    table_now()
+
+
+def draw_runs_table(infos) -> None:
     import pandas as pd
 
     def state(i) -> tuple[str, str]:
@@ -315,14 +346,6 @@ def all_runs(run: Path | None) -> None:
         "note": i.problem,
     } for i in infos])
     st.dataframe(table, hide_index=True)
-    names = [i.name for i in infos]
-    current = run.name if run is not None and run.name in names else None
-    pick = st.selectbox("Open a run", names, index=names.index(current) if current else None,
-                        placeholder="choose a run to follow, resume or generate from",
-                        key="open_run")
-    if pick and pick != current:
-        _ui.set_run(next(i.path for i in infos if i.name == pick))
-        st.rerun()
 
 
 def main() -> None:

@@ -1,7 +1,12 @@
-"""End to end in a real browser: upload, train, generate, 3D view, download; page screenshots.
+"""End to end in a real browser: the demo model on a fresh server, upload, train, reloads,
+generate, 3D view, download; page screenshots.
 
 Starts ``streamlit run app.py`` on a free port and drives it with Playwright's Python API using
-the system chromium (/usr/bin/chromium). Screenshots of every page go to docs/screenshots/.
+the system chromium (/usr/bin/chromium). Screenshots of every page go to a temporary folder
+(printed), so the test leaves the tree clean; to refresh the committed ones run
+
+    MATGEN_SCREENSHOTS=docs/screenshots python -m pytest tests/test_browser.py
+
 Run alone with ``pytest -m browser``.
 """
 import json
@@ -18,17 +23,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "screenshots"
 EXAMPLE = ROOT / "assets" / "example_electrode.png"
 TINY = {"gen_channels": [8, 8, 8, 8], "critic_channels": [8, 8, 8], "batch_size": 1,
         "real_batch": 2, "critic_iters": 1, "critic_slices": 2}
+DEMO_3D_SECONDS = 15  # the demo model's 3D view, from opening the first page on a fresh server
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.timeout(600),
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
+SHOTS: Path = Path()  # set by the shots_dir fixture
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shots_dir(tmp_path_factory):
+    """Where screenshots go: $MATGEN_SCREENSHOTS (relative to the repo) or a temp folder."""
+    global SHOTS
+    chosen = os.environ.get("MATGEN_SCREENSHOTS")
+    SHOTS = (ROOT / chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield SHOTS
+    print(f"screenshots in {SHOTS}")
 
 
 def free_port() -> int:
@@ -92,9 +110,8 @@ def goto(page, title):
 
 
 def shot(page, name):
-    """Screenshot of the whole page: Streamlit scrolls inside its own container, so the window
-    is made as tall as the content first."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    """Screenshot of the whole page into SHOTS: Streamlit scrolls inside its own container, so
+    the window is made as tall as the content first."""
     height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
         '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]')]
         .map(e => e.scrollHeight), document.body.scrollHeight)""")
@@ -128,6 +145,15 @@ def test_full_workflow_in_browser(server, tmp_path):
             raise
         finally:
             browser.close()
+    log = (home / "server.log").read_text()
+    # no network attempted (trame-vtklocal's VTK.wasm download), no tracebacks, no deprecations
+    for bad in ("vtklocal", "Traceback", "DeprecationWarning", "deprecated"):
+        assert bad not in log, f"server log mentions {bad!r}:\n{log[-3000:]}"
+
+
+def scene_canvas(page):
+    """The 3D view's canvas: vtk.js inside the iframe st.iframe makes."""
+    return page.frame_locator('iframe[srcdoc*="OfflineLocalView"]').first.locator("canvas").first
 
 
 def _workflow(page, url, home, tmp_path):
@@ -136,80 +162,102 @@ def _workflow(page, url, home, tmp_path):
     def stage(name):
         print(f"[{time.perf_counter() - start:6.1f} s] {name}")
 
+    # 1. fresh server: the demo model's 3D volume on Home within DEMO_3D_SECONDS
     t0 = time.perf_counter()
     page.goto(url)
-    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=30_000)
+    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=180_000)
     first_page_s = time.perf_counter() - t0
+    scene_canvas(page).wait_for(state="visible", timeout=300_000)  # (asserted < 15 s at the end)
+    demo_s = time.perf_counter() - t0
+    print(f"first page in {first_page_s:.1f} s, demo 3D canvas visible {demo_s:.1f} s after "
+          f"opening it (fresh server)")
+    page.wait_for_selector("text=Demo model (bundled)", timeout=30_000)
+    page.wait_for_timeout(1500)  # let vtk.js draw
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "home")
-    t0 = time.perf_counter()
-    page.reload()
-    page.wait_for_selector('h1:has-text("MatGen Studio")', timeout=30_000)
-    print(f"first page in {first_page_s:.1f} s (cold server), {time.perf_counter() - t0:.1f} s "
-          f"on reload")
-    wait_idle(page)
-
     stage("home done")
-    # Dataset: upload the example (as a user would), see what was detected
+
+    # 2. Dataset: upload an image; a reload keeps it selected
     goto(page, "Dataset")
-    page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
+    upload = tmp_path / "my_electrode.png"
+    upload.write_bytes(EXAMPLE.read_bytes())
+    page.locator('input[type="file"]').set_input_files(str(upload))
     page.wait_for_selector("text=Showing the bundled example", state="detached", timeout=30_000)
     page.wait_for_selector("text=This is the current dataset", timeout=30_000)
     wait_idle(page)
+    assert "dataset=" in page.url, page.url
+    page.reload()
+    page.wait_for_selector('h1:has-text("Dataset")', timeout=60_000)
+    wait_idle(page)
+    page.wait_for_selector("text=my_electrode.png", timeout=30_000)
+    assert page.locator("text=Showing the bundled example").count() == 0
+    assert "my_electrode.png" in page.locator('[data-testid="stSidebar"]').inner_text()
     page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=60_000)  # S2 plot
     assert_no_exception(page)
     shot(page, "dataset")
+    stage("dataset done (kept after a reload)")
 
-    stage("dataset done")
-    # Train a few steps of a tiny SliceGAN
+    # 3. Train: a tiny SliceGAN with many steps; a reload mid-training shows its live panel
     goto(page, "Train")
     page.get_by_text("Hyperparameters", exact=True).click()
     page.get_by_role("textbox", name="More settings (JSON, for experts)").fill(json.dumps(TINY))
     steps = page.get_by_role("spinbutton", name="Steps", exact=True)
-    steps.fill("5")
+    steps.fill("100000")
     steps.press("Enter")
+    page.get_by_role("textbox", name="Run name").fill("browser-run")
     wait_idle(page)
-    stage("training form filled")
     page.get_by_role("button", name="Start training").click()
-    # a tiny run can finish between two polls of the page: either state shows it has started
-    page.wait_for_selector("text=/Training: step|Finished: step/", timeout=300_000)
-    stage("first training step")
-    page.wait_for_selector("text=/Finished: step 5/", timeout=300_000)
-    stage("training finished")
+    page.wait_for_selector("text=/Training: step [1-9]/", timeout=300_000)
+    stage("training")
+    assert "run=browser-run" in page.url, page.url
+    page.reload()
+    page.wait_for_selector('h1:has-text("Train")', timeout=60_000)
+    # no click: the same run's live panel is back, and its step moves on
+    page.wait_for_selector("text=Run browser-run", timeout=60_000)
+    bar = page.locator("text=/Training: step \\d+/").first
+    bar.wait_for(timeout=60_000)
+    first = int(bar.inner_text().split("step")[1].split("/")[0])
+    page.wait_for_function(
+        """(n) => [...document.querySelectorAll('p, div')].some(e => {
+               const m = /Training: step (\\d+)/.exec(e.textContent || '');
+               return m && parseInt(m[1]) > n; })""", arg=first, timeout=120_000)
+    assert "browser-run" in page.locator('[data-testid="stSidebar"]').inner_text()
+    stage("live panel back after a reload")
+    # (the runs table is a canvas grid: its text cannot be read here)
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=/Stopped: step/", timeout=120_000)
     page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
     wait_idle(page)
     assert_no_exception(page)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
     shot(page, "train")
-
     stage("train done")
-    # Generate a 128^3 volume and wait for the 3D canvas
+
+    # 4. Generate a 64^3 volume and wait for the 3D canvas
     goto(page, "Generate & view")
     for axis in ("Z (depth)", "Y (height)", "X (width)"):
-        page.get_by_role("spinbutton", name=axis).fill("128")
+        page.get_by_role("spinbutton", name=axis).fill("64")
     page.get_by_role("button", name="Generate").click()
-    page.wait_for_selector("text=Generated 128 x 128 x 128", timeout=120_000)
+    page.wait_for_selector("text=Generated 64 x 64 x 64", timeout=120_000)
     t_view = time.perf_counter()
-    page.locator("iframe#stpyvistaframe").first.wait_for(state="attached", timeout=120_000)
-    t_frame = time.perf_counter() - t_view
-    frame = page.frame_locator("iframe#stpyvistaframe")
-    frame.locator("canvas").first.wait_for(state="visible", timeout=120_000)
-    print(f"3D view appeared {time.perf_counter() - t_view:.1f} s after the volume "
-          f"(iframe after {t_frame:.1f} s)")
+    scene_canvas(page).wait_for(state="visible", timeout=120_000)
+    print(f"3D view appeared {time.perf_counter() - t_view:.1f} s after the volume")
     page.wait_for_timeout(1500)  # let vtk.js draw
     wait_idle(page)
     assert_no_exception(page)
+    assert "gen=" in page.url, page.url
     shot(page, "generate")
-
     stage("generate done")
+
     goto(page, "Analyze")
     page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "analyze")
-
     stage("analyze done")
+
     # Export: download the TIFF stack and read it back
     goto(page, "Export")
     shot(page, "export")
@@ -220,7 +268,9 @@ def _workflow(page, url, home, tmp_path):
     import tifffile
 
     vol = tifffile.imread(target)
-    assert vol.shape == (128, 128, 128)
+    assert vol.shape == (64, 64, 64)
     assert vol.dtype == np.uint8 and len(np.unique(vol)) >= 2
     stage("export done")
     assert_no_exception(page)
+    # checked last, so a slow (busy) machine still runs every other check
+    assert demo_s < DEMO_3D_SECONDS, f"demo 3D view took {demo_s:.1f} s after the first page"

@@ -58,8 +58,10 @@ def test_large_volume_is_reduced_and_bounded():
     t0 = time.perf_counter()
     surf = render.phase_surfaces(labels, max_side=64, max_faces=20_000)
     assert time.perf_counter() - t0 < 5
-    for s in surf.values():  # per phase: about max_faces, never far above
-        assert 2_000 < s.n_cells <= 2 * 20_000
+    flagged = render.unfaithful_phases(surf)
+    for p, s in surf.items():  # per phase: about max_faces, never far above; a phase the
+        # coarse grid loses may take up to thin_max_faces (150k) and is then flagged
+        assert 2_000 < s.n_cells <= (150_000 if p in flagged else 2 * 20_000)
     # still spans the whole volume
     assert surf[0].bounds[1] > 90
 
@@ -69,7 +71,7 @@ def test_noise_volume_stays_cheap():
     t0 = time.perf_counter()
     surf = render.phase_surfaces(labels)
     assert time.perf_counter() - t0 < 5
-    assert all(s.n_cells <= 2 * 60_000 for s in surf.values())
+    assert all(s.n_cells <= 150_000 for s in surf.values())
 
 
 def test_downsample_labels_keeps_majority():
@@ -85,13 +87,66 @@ def test_plotter_for_128_cube_is_fast_and_exports_html():
     labels = blobs((128, 128, 128), 3)
     t0 = time.perf_counter()
     p = render.plotter_for(labels, visible_phases=[1, 2], opacity=0.8)
-    html = p.export_html(filename=None).read()
+    html = render.scene_html(p)
     elapsed = time.perf_counter() - t0
     assert elapsed < 10, f"3D view of 128^3 took {elapsed:.1f} s"
     assert len(html) < 15e6  # light enough for a browser
     names = [a for a in p.actors if a.startswith("phase")]
     assert sorted(names) == ["phase 1", "phase 2"]
+    assert "<html" in html.lower() and "OfflineLocalView" in html  # vtk.js inline: no download
     p.close()
+
+
+def test_scene_export_uses_no_wasm_module_and_no_deprecated_call():
+    import sys
+    import warnings
+
+    p = render.plotter_for(blobs((24, 24, 24), 2), visible_phases=[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a PyVista deprecation (export_html) would raise here
+        html = render.scene_html(p)
+    assert len(html) > 100_000
+    assert sys.modules.get("trame.widgets.vtklocal") is None  # VTK.wasm (downloads) never loaded
+    p.close()
+
+
+def film_volume(side=128, seed=0):
+    """Particles (phase 1) in pore (phase 0) with a 1-voxel film (phase 2) on them."""
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).random((side,) * 3).astype(np.float32), 4)
+    part = field > np.quantile(field, 0.55)
+    film = ndimage.binary_dilation(part, iterations=1) & ~part
+    labels = np.zeros(part.shape, np.uint8)
+    labels[part], labels[film] = 1, 2
+    return labels
+
+
+def test_thin_film_is_drawn_and_flagged_not_dropped():
+    labels = film_volume(128)
+    assert 0.05 < (labels == 2).mean() < 0.2
+    surf = render.phase_surfaces(labels, [1, 2], max_side=48)
+    assert surf[2].n_cells > 0  # before: an empty surface, silently
+    flags = render.unfaithful_phases(surf)
+    assert flags == {2: "thickened"}
+    # the bulky phase is drawn faithfully (encloses about its own volume) and not flagged
+    assert 0.6 < render.drawn_fraction(surf[1], int((labels == 1).sum())) < 1.4
+    # at full resolution nothing needs flagging
+    small = film_volume(40)
+    assert render.unfaithful_phases(render.phase_surfaces(small, [1, 2], max_side=64)) == {}
+
+
+def test_loss_figure_log_scale_and_legend_clear_of_toolbar():
+    rows = [{"step": i, "critic": -100.0 + i, "generator": 0.01 * i} for i in range(50)]
+    lin = render.loss_figure(rows)
+    log = render.loss_figure(rows, log_y=True)
+    assert lin.layout.legend.x > 1  # right of the plot area, not under the modebar
+    g_lin = np.array(lin.data[1].y, float)
+    g_log = np.array(log.data[1].y, float)
+    assert np.allclose(g_log, np.log10(1 + g_lin))
+    assert log.data[0].y[0] == pytest.approx(-np.log10(101))  # sign kept
+    assert list(log.data[0].customdata) == [r["critic"] for r in rows]  # hover shows real values
+    assert "log10" in log.layout.yaxis.title.text
 
 
 def test_plotter_for_gray_volume_shows_slices():
