@@ -1,7 +1,7 @@
 """Size limits checked before anything big is allocated or written.
 
 - Input images: at most :func:`max_pixels` pixels (voxels for a stack), read from the file's
-  header before it is decoded (io.py). Default :data:`DEFAULT_MAX_PIXELS` (2^27 = 134 million:
+  header before it is decoded (io/read.py). Default :data:`DEFAULT_MAX_PIXELS` (2^27 = 134 million:
   a 11585^2 image or a 512^3 volume); set ``MATGEN_MAX_PIXELS`` or pass ``max_pixels=`` to change
   it. Decoding a file costs about :data:`BYTES_PER_INPUT_PIXEL` bytes of memory per pixel.
 - Outputs: a generated volume or image stack must fit on the output's disk

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from matgen_core import io as mio
+from matgen_core.io import write as io_write
 from matgen_core.errors import MatgenInputError
 from matgen_core.io import (
     Micrograph,
@@ -330,7 +330,7 @@ def test_phase_table_keeps_labels_when_a_phase_is_absent(tmp_path, monkeypatch):
     table = [0, 128, 255]
     for big in (False, True):   # ImageJ record and (over the BigTIFF threshold) JSON record
         if big:
-            monkeypatch.setattr(mio, "_BIGTIFF_BYTES", 100)
+            monkeypatch.setattr(io_write, "_BIGTIFF_BYTES", 100)
         write_tiff(tmp_path / f"v{big}.tif", vol, phase_values=table)
         m = read_micrograph(tmp_path / f"v{big}.tif")
         assert m.kind == "nphase" and m.n_phases == 3 and m.phase_values == table
@@ -367,7 +367,7 @@ def test_write_tiff_2d_rgb_stack_and_float(tmp_path):
 
 
 def test_write_tiff_switches_to_bigtiff(tmp_path, monkeypatch):
-    monkeypatch.setattr(mio, "_BIGTIFF_BYTES", 100)
+    monkeypatch.setattr(io_write, "_BIGTIFF_BYTES", 100)
     vol = three_phase((4, 10, 10))
     write_tiff(tmp_path / "big.tif", vol, voxel_size=0.25, unit="nm", phase_values=[5, 6, 7])
     with tifffile.TiffFile(tmp_path / "big.tif") as tif:

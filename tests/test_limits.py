@@ -1,4 +1,4 @@
-"""Input and output size limits (limits.py, io.py read side): checked before anything big is made."""
+"""Input and output size limits (limits.py, io/read.py): checked before anything big is made."""
 import subprocess
 import sys
 import textwrap

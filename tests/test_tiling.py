@@ -74,7 +74,7 @@ def test_streamed_npy_and_bigtiff_match_and_keep_metadata(tmp_path, monkeypatch)
     arr, info = generate.make_volume(tr, shape, seed=1, tile=32, out_path=tmp_path / "v.npy")
     assert isinstance(arr, np.memmap) and np.array_equal(np.load(tmp_path / "v.npy"), ref)
     assert io.read_generation_info(tmp_path / "v.npy") == json.loads(json.dumps(info))
-    monkeypatch.setattr(io, "_BIGTIFF_BYTES", 1000)  # stream this small volume as a BigTIFF
+    monkeypatch.setattr(io.write, "_BIGTIFF_BYTES", 1000)  # stream this small volume as a BigTIFF
     data = {"kind": "nphase", "voxel_size": 0.5, "unit": "um", "phase_values": [0, 128, 255]}
     arr, info = generate.make_volume(tr, shape, seed=1, tile=32, out_path=tmp_path / "v.tif",
                                      policy="calibrated", targets=[0.3, 0.3, 0.4], file_meta=data)

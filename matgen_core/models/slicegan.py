@@ -6,8 +6,10 @@ volume of side 32 * (lz - 2) voxels (five stride-2 transposed convolutions). The
 generated volume is cut into slices along Z, Y and X and each slice is scored against random crops
 of the training image(s). Training is WGAN-GP.
 
-Everything the model needs is in this file: the networks, the presets, and ``SliceGANTrainer``
-(the Trainer protocol of docs/architecture.md) that the shared driver in ``train.py`` runs.
+This module holds the losses and ``SliceGANTrainer`` (the Trainer protocol of
+docs/architecture.md) that the shared driver in ``train.py`` runs; the networks and their size
+arithmetic are in ``slicegan_networks``, the presets in ``slicegan_presets``, the conditional
+generator in ``conditional``. Their public names are re-exported here.
 
 Shapes: volumes are (B, C, Z, Y, X); slices are (N, C, H, W); C is one channel per phase for
 n-phase data (softmax output), 1 for grayscale and 3 for colour (0.5 * (tanh + 1) output).
@@ -16,323 +18,31 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from types import MappingProxyType
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data import CropSampler, decode, encode, n_channels
 from ..errors import MatgenInputError
 from ..preview import to_display
-
-# ---------------------------------------------------------------------------------------------
-# Presets: frozen data (read-only mappings, tuples); every key can be overridden per run
-# (runs.create_run copies the preset into the run's config.json). ``description`` is one line for
-# the app's Train page. Keys beyond the networks and optimiser:
-#   critic_step_per_direction: True = one critic optimiser step per slicing direction (published
-#       v1.1: 3 x critic_iters critic updates per generator step); False = one step on the loss
-#       summed over the directions (critic_iters updates per generator step).
-#   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
-#   critic_slices: slices per volume and direction shown to the critic (None = all of them).
-#   augment_dihedral: real crops in random orientations (transpose, flips) in isotropic runs.
-#   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
-# ---------------------------------------------------------------------------------------------
-def _frozen(**values) -> MappingProxyType:
-    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-# "paper" = SliceGAN v1.1 (Kench & Cooper 2021, the paper release): same networks, optimiser,
-# batch sizes and schedule: per critic iteration one set of 8 fake volumes, then one Adam step
-# per slicing direction with 32 real crops and all 64 slices of each volume (gradient penalty on
-# the first 32 pairs), 5 critic iterations per generator step (15 critic updates), a generator
-# update on 32 fresh volumes, 5,400 generator steps. Known differences, none in the maths: real
-# crops are drawn at random on the fly (v1.1 pre-builds 900 x 32 random crops an epoch), and the
-# first generator update comes after 5 critic iterations (v1.1: after the first one).
-_PAPER = dict(
-    description="The published SliceGAN v1.1 recipe (64^3 volumes, 5,400 generator steps): "
-                "hours on a GPU, not for CPUs.",
-    nz=16, lz=4, img_size=64,
-    gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-    gen_paddings=[2, 2, 2, 2, 3],
-    critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
-    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
-    lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, gen_batch_size=32, real_batch=32,
-    critic_iters=5, critic_step_per_direction=True,
-    gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
-    ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
+from .conditional import (
+    DEFAULT_CONDITIONAL_FRACTION_WEIGHT,
+    FRACTION_TEMPERATURE,
+    ConditionalGenerator,
+    sample_targets,
 )
-_QUICK = dict(
-    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
-                "S2 and surface area come close; 3D connectivity (tortuosity) is not reliable.",
-    # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
-    # random slices per volume, faster optimiser settings, a density loss toward the training
-    # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
-    # a step than the published 64^3 geometry. 1500 steps: ~0.38 CPU s a step measured with one
-    # thread (bench/fidelity_experiments.py), i.e. ~10 CPU minutes.
-    nz=16, lz=3, img_size=32,
-    gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
-    gen_paddings=[2, 2, 2, 2, 3],
-    critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
-    critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
-    lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
-    critic_iters=2, critic_step_per_direction=False,
-    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
-    ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
+from .slicegan_networks import (
+    Critic,
+    Generator,
+    check_uid,
+    latent_size_for,
+    output_size,
+    periodic_sizes,
+    periodic_stride,
+    subpixel_conv_transpose3d,
 )
-_STANDARD = dict(
-    _QUICK,
-    description="The published 64 px window with narrow networks, about 40 CPU minutes, for "
-                "features over ~15 px. Not yet shown to give simulation-grade tortuosity.",
-    # the published 64^3 geometry (lz 4, five critic layers) with quick's channel widths and
-    # optimiser; 2 volumes a step, 16 random slices per volume and direction. ~1.9 CPU s a step
-    # measured with one thread (bench/fidelity_experiments.py): 1200 steps ~ 38 CPU minutes.
-    lz=4, img_size=64,
-    critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
-    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
-    batch_size=2, critic_slices=16, steps=1200,
-)
-PRESETS = MappingProxyType({"quick": _frozen(**_QUICK), "standard": _frozen(**_STANDARD),
-                            "paper": _frozen(**_PAPER)})
-del _PAPER, _QUICK, _STANDARD
-
-
-# --- conditional SliceGAN: config defaults (docs/fractions.md) -------------------------------
-# conditional: target phase fractions enter the generator as constant latent channels;
-# fraction_range: targets are sampled within +- this many (fraction units) of the training image's
-# (both keys are in every preset above).
-DEFAULT_CONDITIONAL_FRACTION_WEIGHT = 10.0  # density-loss weight when fraction_weight is 0
-FRACTION_TEMPERATURE = 0.1  # conditional density loss: sharpened probabilities, close to argmax
-
-
-def sample_targets(center: torch.Tensor, radius: float, batch: int,
-                   generator: torch.Generator | None = None, floor: float = 0.0) -> torch.Tensor:
-    """``batch`` random target fraction vectors within ``radius`` of ``center``, on the simplex.
-
-    Each target is ``center + d`` with ``|d_k| <= radius``, ``sum(d) == 0`` and every fraction in
-    [floor, 1]: the first n-1 offsets are uniform in [-radius, radius] and the last makes the sum
-    zero; draws that break a bound are redrawn (rejection sampling, so the accepted targets are
-    uniform over the allowed region; for 2 phases, uniform in [f - r, f + r]).
-    """
-    center = center.detach().cpu().double()
-    n = center.numel()
-    out = []
-    need = batch
-    for _ in range(200):
-        d = (torch.rand(4 * need + 8, n - 1, generator=generator, dtype=torch.float64) * 2 - 1) * radius
-        d = torch.cat([d, -d.sum(1, keepdim=True)], dim=1)
-        t = center + d
-        ok = (d[:, -1].abs() <= radius + 1e-12) & (t >= floor).all(1) & (t <= 1).all(1)
-        out.append(t[ok][:need])
-        need -= int(out[-1].shape[0])
-        if need <= 0:
-            break
-    t = torch.cat(out) if out else center[None].repeat(0, 1)
-    if len(t) < batch:  # (practically never) fill with the centre
-        t = torch.cat([t, center[None].repeat(batch - len(t), 1)])
-    return t[:batch].float()
-# --- end conditional SliceGAN defaults ---------------------------------------------------------
-
-
-def check_uid(kernels, strides, paddings) -> None:
-    """Raise ValueError unless every transposed convolution obeys uniform information density.
-
-    The rule (Kench & Cooper 2021): stride < kernel, kernel divisible by stride, and
-    padding >= kernel - stride. Then every output voxel is made the same way, so a bigger latent
-    gives a bigger volume of the same quality, with no edge artefacts, and tiles are exact.
-    """
-    for i, (k, s, p) in enumerate(zip(kernels, strides, paddings)):
-        if not (s < k and k % s == 0 and p >= k - s):
-            raise ValueError(
-                f"generator layer {i} (kernel {k}, stride {s}, padding {p}) breaks uniform "
-                f"information density: need stride < kernel, kernel % stride == 0, "
-                f"padding >= kernel - stride")
-
-
-def output_size(lz: int, kernels, strides, paddings) -> int:
-    """Side of the generated volume for latent side ``lz`` (transposed-conv arithmetic)."""
-    size = lz
-    for k, s, p in zip(kernels, strides, paddings):
-        size = (size - 1) * s - 2 * p + k
-    return size
-
-
-def periodic_stride(config: dict) -> int:
-    """Volume sides that can be periodic are multiples of this (the product of the generator's
-    strides): a latent of period P makes a volume of period P times it."""
-    return int(np.prod(config["gen_strides"]))
-
-
-def periodic_sizes(size: int, stride: int = 32) -> tuple[int, int]:
-    """The valid periodic sides nearest to ``size``: (the largest multiple of ``stride`` below it,
-    0 when there is none; the smallest at or above it)."""
-    size = int(size)
-    return size // stride * stride, -(-size // stride) * stride
-
-
-def latent_size_for(size: int, kernels, strides, paddings) -> int:
-    """Smallest latent side whose volume side is at least ``size`` voxels."""
-    lz = 1
-    while output_size(lz, kernels, strides, paddings) < size:
-        lz += 1
-    return lz
-
-
-def subpixel_conv_transpose3d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                              bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv_transpose3d(x, weight, bias, stride, padding)`` computed as a plain convolution.
-
-    A transposed convolution whose kernel ``k`` is a multiple of its stride ``s`` (uniform
-    information density) is, for each of the ``s^3`` output phases (o mod s per axis), an ordinary
-    convolution of kernel ``k / s`` over the input. So it equals one ``conv3d`` with
-    ``C_out * s^3`` output channels followed by a 3D pixel shuffle and a crop of
-    ``padding - (k - s)`` voxels. Same result up to float rounding, and ~4x faster on CPU
-    (oneDNN) when ``C_out`` is small, as in the generator's last layer (C_out = phases).
-    ``weight``: (C_in, C_out, k, k, k), as ``nn.ConvTranspose3d.weight``. Needs padding >= k - s.
-    """
-    c_in, c_out, k = weight.shape[0], weight.shape[1], weight.shape[2]
-    s, t = int(stride), weight.shape[2] // int(stride)
-    crop = int(padding) - (k - s)
-    # taps[r][tau]: the kernel index that output phase r applies to window position tau
-    taps = torch.tensor([[r + s * (t - 1 - tau) for tau in range(t)] for r in range(s)], device=weight.device)
-    w = weight[:, :, taps][:, :, :, :, taps][..., taps]  # (Cin, Cout, rz, tz, ry, ty, rx, tx)
-    w = w.permute(1, 2, 4, 6, 0, 3, 5, 7).reshape(c_out * s ** 3, c_in, t, t, t)
-    y = F.conv3d(x, w)
-    b, _, nz, ny, nx = y.shape
-    y = y.view(b, c_out, s, s, s, nz, ny, nx).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    y = y.reshape(b, c_out, s * nz, s * ny, s * nx)
-    out = [output_size(n, [k], [s], [int(padding)]) for n in x.shape[2:]]
-    y = y[:, :, crop:crop + out[0], crop:crop + out[1], crop:crop + out[2]]
-    return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
-
-
-SUBPIXEL_MAX_CHANNELS = 8  # layers with at most this many output channels use the conv form
-
-
-class Generator(nn.Module):
-    """3D generator: ConvTranspose3d stack, BatchNorm + ReLU between, softmax or tanh output.
-
-    Speed (same function, same parameters): the narrow last layer runs as a sub-pixel convolution
-    (:func:`subpixel_conv_transpose3d`), and in eval mode each BatchNorm is folded into the
-    convolution before it (one pass over the activations less per layer, ReLU in place).
-    ``forward_plain`` is the textbook module-by-module pass, kept as the benchmarks' baseline.
-    """
-
-    def __init__(self, nz, channels, kernels, strides, paddings, out_channels, kind):
-        super().__init__()
-        check_uid(kernels, strides, paddings)
-        widths = [nz, *channels, out_channels]
-        self.convs = nn.ModuleList(
-            nn.ConvTranspose3d(widths[i], widths[i + 1], kernels[i], strides[i], paddings[i], bias=False)
-            for i in range(len(widths) - 1))
-        self.norms = nn.ModuleList(nn.BatchNorm3d(w) for w in widths[1:-1])
-        self.kind = kind
-
-    def _conv(self, i: int, x: torch.Tensor, norm: nn.BatchNorm3d | None = None) -> torch.Tensor:
-        """Layer ``i``'s transposed convolution, with ``norm`` (eval statistics) folded in."""
-        conv = self.convs[i]
-        weight, bias = conv.weight, None
-        if norm is not None:
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            weight = weight * scale.view(1, -1, 1, 1, 1)
-            bias = norm.bias - norm.running_mean * scale
-        if conv.out_channels <= SUBPIXEL_MAX_CHANNELS:
-            return subpixel_conv_transpose3d(x, weight, conv.stride[0], conv.padding[0], bias)
-        return F.conv_transpose3d(x, weight, bias, conv.stride, conv.padding)
-
-    def _output(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Last layer's logits ``x`` -> phase probabilities or values (``z``: the latent)."""
-        x = x.float()
-        if self.kind == "nphase":
-            return torch.softmax(x, dim=1)
-        return 0.5 * (torch.tanh(x) + 1.0)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z
-        fold = not self.training  # eval: BatchNorm uses fixed statistics, fold it into the conv
-        for i, norm in enumerate(self.norms):
-            if fold:
-                x = F.relu_(self._conv(i, x, norm))
-            else:
-                x = F.relu(norm(self._conv(i, x)))
-        return self._output(self._conv(len(self.convs) - 1, x), z)
-
-    def forward_plain(self, z: torch.Tensor) -> torch.Tensor:
-        """The same network module by module (ConvTranspose3d, BatchNorm3d, ReLU): the reference."""
-        x = z
-        for conv, norm in zip(self.convs[:-1], self.norms):
-            x = F.relu(norm(conv(x)))
-        return self._output(self.convs[-1](x), z)
-
-
-# --- conditional SliceGAN generator (docs/fractions.md) -----------------------------------------
-class ConditionalGenerator(Generator):
-    """Generator whose latent's last ``n_cond`` channels are a constant condition code.
-
-    The code enters *after* each hidden layer's normalisation, as a learned per-channel shift
-    (``cond_shift``, zero at initialisation: a conditional BatchNorm shift), so morphology can
-    follow the target at every scale; and it shifts the output logits through a learned linear
-    map (``cond_logits``), a direct path for the phase fractions. After normalisation, because
-    BatchNorm in training mode removes a batch's mean code (its volumes have different targets)
-    while sampling uses fixed statistics: a code before it is seen differently in training and
-    in use (measured: 11-13 pp off at the training fractions). The code channels of the latent are
-    kept (the same latent shape for tiling) but zeroed at the input. Everything is the same at
-    every voxel, so the network stays fully convolutional, exact and tileable. Checkpoints made
-    before ``cond_shift`` existed load with the code at the input, as they were trained.
-    """
-
-    def __init__(self, nz, n_cond, channels, kernels, strides, paddings, out_channels, kind):
-        super().__init__(nz + n_cond, channels, kernels, strides, paddings, out_channels, kind)
-        self.n_cond = n_cond
-        self.cond_logits = nn.Linear(n_cond, out_channels, bias=False)
-        nn.init.zeros_(self.cond_logits.weight)
-        self.cond_shift = nn.ModuleList(nn.Linear(n_cond, w, bias=False) for w in channels)
-        for lin in self.cond_shift:
-            nn.init.zeros_(lin.weight)
-        self.code_at_input = False
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        code = z[:, -self.n_cond:, 0, 0, 0].float()
-        x = z if self.code_at_input else torch.cat([z[:, :-self.n_cond], torch.zeros_like(z[:, -self.n_cond:])], 1)
-        fold = not self.training
-        for i, norm in enumerate(self.norms):
-            shift = self.cond_shift[i](code)[:, :, None, None, None]
-            if fold:
-                x = F.relu_(self._conv(i, x, norm) + shift.to(x.dtype))
-            else:
-                x = F.relu(norm(self._conv(i, x)) + shift.to(x.dtype))
-        return self._output(self._conv(len(self.convs) - 1, x), z)
-
-    def _output(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        code = z[:, -self.n_cond:, 0, 0, 0].float()
-        return torch.softmax(x.float() + self.cond_logits(code)[:, :, None, None, None], dim=1)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)
-        legacy = not any(k.startswith("cond_shift.") for k in state_dict)
-        for k, v in self.state_dict().items():
-            if k.startswith("cond_shift.") and k not in state_dict:
-                state_dict[k] = torch.zeros_like(v)
-        self.code_at_input = legacy
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-# --- end conditional SliceGAN generator ---------------------------------------------------------
-
-
-class Critic(nn.Module):
-    """2D critic: Conv2d stack with ReLU, no normalisation, one score per slice."""
-
-    def __init__(self, in_channels, channels, kernels, strides, paddings):
-        super().__init__()
-        widths = [in_channels, *channels, 1]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(widths[i], widths[i + 1], kernels[i], strides[i], paddings[i], bias=False)
-            for i in range(len(widths) - 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs[:-1]:
-            x = F.relu(conv(x))
-        return self.convs[-1](x).float().flatten(1).mean(1)
+from .slicegan_presets import PRESETS
 
 
 def slices(volumes: torch.Tensor, axis: int, count: int | None = None,

@@ -1,0 +1,74 @@
+"""SliceGAN presets: frozen data (read-only mappings, tuples), re-exported as ``slicegan.PRESETS``."""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+# ---------------------------------------------------------------------------------------------
+# Presets: frozen data (read-only mappings, tuples); every key can be overridden per run
+# (runs.create_run copies the preset into the run's config.json). ``description`` is one line for
+# the app's Train page. Keys beyond the networks and optimiser:
+#   critic_step_per_direction: True = one critic optimiser step per slicing direction (published
+#       v1.1: 3 x critic_iters critic updates per generator step); False = one step on the loss
+#       summed over the directions (critic_iters updates per generator step).
+#   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
+#   critic_slices: slices per volume and direction shown to the critic (None = all of them).
+#   augment_dihedral: real crops in random orientations (transpose, flips) in isotropic runs.
+#   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
+# ---------------------------------------------------------------------------------------------
+def _frozen(**values) -> MappingProxyType:
+    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+# "paper" = SliceGAN v1.1 (Kench & Cooper 2021, the paper release): same networks, optimiser,
+# batch sizes and schedule: per critic iteration one set of 8 fake volumes, then one Adam step
+# per slicing direction with 32 real crops and all 64 slices of each volume (gradient penalty on
+# the first 32 pairs), 5 critic iterations per generator step (15 critic updates), a generator
+# update on 32 fresh volumes, 5,400 generator steps. Known differences, none in the maths: real
+# crops are drawn at random on the fly (v1.1 pre-builds 900 x 32 random crops an epoch), and the
+# first generator update comes after 5 critic iterations (v1.1: after the first one).
+_PAPER = dict(
+    description="The published SliceGAN v1.1 recipe (64^3 volumes, 5,400 generator steps): "
+                "hours on a GPU, not for CPUs.",
+    nz=16, lz=4, img_size=64,
+    gen_channels=[256, 256, 128, 64], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[64, 128, 256, 512], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9], batch_size=8, gen_batch_size=32, real_batch=32,
+    critic_iters=5, critic_step_per_direction=True,
+    gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
+    ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
+)
+_QUICK = dict(
+    description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
+                "S2 and surface area come close; 3D connectivity (tortuosity) is not reliable.",
+    # 32^3 training volumes and 32 px crops (features up to ~15 px), narrow networks, a few
+    # random slices per volume, faster optimiser settings, a density loss toward the training
+    # image's phase fractions, and a weight-averaged generator for sampling. About 6x cheaper
+    # a step than the published 64^3 geometry. 1500 steps: ~0.38 CPU s a step measured with one
+    # thread (bench/fidelity_experiments.py), i.e. ~10 CPU minutes.
+    nz=16, lz=3, img_size=32,
+    gen_channels=[64, 64, 32, 16], gen_kernels=[4, 4, 4, 4, 4], gen_strides=[2, 2, 2, 2, 2],
+    gen_paddings=[2, 2, 2, 2, 3],
+    critic_channels=[32, 64, 128], critic_kernels=[4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2], critic_paddings=[1, 1, 1, 0],
+    lr_g=1e-3, lr_d=1e-3, betas=[0.5, 0.9], batch_size=4, gen_batch_size=None, real_batch=16,
+    critic_iters=2, critic_step_per_direction=False,
+    gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
+    ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
+)
+_STANDARD = dict(
+    _QUICK,
+    description="The published 64 px window with narrow networks, about 40 CPU minutes, for "
+                "features over ~15 px. Not yet shown to give simulation-grade tortuosity.",
+    # the published 64^3 geometry (lz 4, five critic layers) with quick's channel widths and
+    # optimiser; 2 volumes a step, 16 random slices per volume and direction. ~1.9 CPU s a step
+    # measured with one thread (bench/fidelity_experiments.py): 1200 steps ~ 38 CPU minutes.
+    lz=4, img_size=64,
+    critic_channels=[32, 64, 128, 256], critic_kernels=[4, 4, 4, 4, 4],
+    critic_strides=[2, 2, 2, 2, 2], critic_paddings=[1, 1, 1, 1, 0],
+    batch_size=2, critic_slices=16, steps=1200,
+)
+PRESETS = MappingProxyType({"quick": _frozen(**_QUICK), "standard": _frozen(**_STANDARD),
+                            "paper": _frozen(**_PAPER)})
+del _PAPER, _QUICK, _STANDARD
