@@ -197,9 +197,11 @@ def cmd_train(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     callbacks = [] if args.quiet or distributed.rank() != 0 else [ProgressBar()]
+    finished = False
     try:
         result = train.train(out, steps=args.steps, max_minutes=args.max_minutes, device=args.device,
                              callbacks=callbacks, stop=stop)
+        finished = True
     except Exception:
         if created and runs.latest_checkpoint(out) is None:  # a run that never started: remove it
             runs.discard_run(out, remove_folder=not existed)
@@ -207,7 +209,7 @@ def cmd_train(args) -> int:
     finally:
         if lock is not None:
             lock.release()
-        distributed.cleanup()
+        distributed.cleanup(wait=finished)
     if distributed.env_rank() == 0:
         print(f"{result['reason']}: step {result['step']} in {result['elapsed_s']:.0f} s; run in {out}")
     return 0

@@ -74,9 +74,16 @@ def setup(device: str = "auto") -> str:
     return device
 
 
-def cleanup() -> None:
+def cleanup(wait: bool = True) -> None:
+    """Leave the process group. ``wait``: every rank waits for the others first, so no rank tears
+    its communicator down while another still uses it (a gloo race that can abort a rank); pass
+    False on an error path, where the other ranks may never arrive."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier() -> None:

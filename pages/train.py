@@ -322,7 +322,7 @@ def runs_table(live: bool) -> None:
 
     @st.fragment(run_every=2.0 if live else None)
     def table_now() -> None:
-        draw_runs_table(runs.list_runs(_ui.runs_home()))
+        draw_runs_table(runs.list_runs(_ui.runs_home(), damaged=True))
 
     table_now()
 
