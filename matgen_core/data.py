@@ -79,3 +79,16 @@ class CropSampler:
         else:
             crops = [self.image[:, y:y + c, x:x + c] for y, x in zip(ys, xs)]
         return torch.stack(crops)
+
+
+def image_fractions(images, n_phases: int) -> np.ndarray:
+    """Mean over ``images`` (label arrays 0..n-1) of each one's phase fractions, (n_phases,).
+
+    The training fractions of a run: SliceGAN's density-loss target and the centre of its
+    phase-fraction range (fractions.py) both come from here.
+    """
+    fr = []
+    for im in images:
+        counts = np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=n_phases)[:n_phases]
+        fr.append(counts / counts.sum())
+    return np.mean(fr, axis=0)

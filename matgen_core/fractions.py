@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .data import image_fractions
 from .errors import MatgenInputError
 
 CALIBRATION_LIMIT = 0.15  # +- fraction range of a non-conditional model (15 percentage points)
@@ -47,15 +48,6 @@ def _nphase_config(run_dir) -> dict:
         raise MatgenInputError("Phase-fraction control needs a run trained on segmented (n-phase) "
                                "data; this run was trained on grayscale/colour values.")
     return config
-
-
-def image_fractions(images, n_phases: int) -> np.ndarray:
-    """Mean over ``images`` (label arrays 0..n-1) of each one's phase fractions, (n_phases,)."""
-    fr = []
-    for im in images:
-        counts = np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=n_phases)[:n_phases]
-        fr.append(counts / counts.sum())
-    return np.mean(fr, axis=0)
 
 
 def training_fractions(run_dir) -> np.ndarray:

@@ -127,7 +127,7 @@ def draw_demo(bundle: dict) -> None:
             f"on the example electrode below for {steps or '?'} steps ({minutes or '?'} CPU "
             f"minutes, `assets/make_demo_model.py`). Your own runs replace it here.")
         if (steps or 0) < 1000:
-            st.caption(f"A short training ({steps or '?'} of the preset's 2000 steps): the "
+            st.caption(f"A short training ({steps or '?'} of the quick preset's 1500 steps): the "
                        f"structures are far from converged (blocky, repetitive). A full quick "
                        f"run on the **Train** page gives faithful volumes.")
         st.caption(f"{' x '.join(map(str, array.shape))} voxels, seed 0, phase 0 (pore) "

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import CropSampler, decode, encode, n_channels
+from ..data import CropSampler, decode, encode, image_fractions, n_channels
 from ..errors import MatgenInputError
 from ..preview import to_display
 from .conditional import (
@@ -178,9 +178,7 @@ class SliceGANTrainer:
             self.samplers = [CropSampler(e, c["img_size"], axis=d)
                              for d, e in ((d, encoded[self.direction_image[d]]) for d in range(3))]
             if self.kind == "nphase":  # target fractions: the training images' own
-                fr = [np.bincount(np.asarray(im).ravel().astype(np.int64), minlength=self.n_phases)
-                      for im in images]
-                fr = np.sum([f / f.sum() for f in fr], axis=0) / len(fr)
+                fr = image_fractions(images, self.n_phases)
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
                 self.fraction_center = torch.tensor(fr, dtype=torch.float32)
 
