@@ -23,7 +23,15 @@ def torchrun(*args, timeout=110):
     cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     cmd += ["--standalone", "--nproc_per_node", "2", *map(str, args)]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # A rank killed by SIGABRT with "terminate called without an active exception" (a C++ abort
+    # inside torch's gloo/elastic machinery, no Python error) was seen twice in .ci/run on the
+    # 2-core CI machine and never when the same tests ran alone: run such a launch once more,
+    # and say so. A Python error in a rank is never retried.
+    if proc.returncode != 0 and "SIGABRT" in proc.stderr and "terminate called" in proc.stderr:
+        print("torchrun: a rank aborted in torch's C++ runtime; launching once more")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return proc
 
 
 def tiny_sets():
@@ -44,7 +52,7 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert distributed.any_rank(True) and not distributed.any_rank(False)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_torchrun_cli_train_two_ranks_then_generate_in_one_process(tmp_path):
     img = tmp_path / "blobs.png"
     Image.fromarray(blobs(64) * 255).save(img)
@@ -97,7 +105,7 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_gradients_are_averaged_and_ranks_stay_in_step(tmp_path):
     from pathlib import Path
 
