@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,18 @@ DEMO_RUN = ROOT / "assets" / "demo_model"
 DEMO_SHAPE = (64, 64, 64)
 # URL query parameters that hold where the user is, so a reload (or a shared link) restores it:
 # ?dataset=<saved dataset folder>&run=<run folder name>&gen=<seed>-<Z>x<Y>x<X>
-QP_DATASET, QP_RUN, QP_GEN = "dataset", "run", "gen"
+QP_DATASET, QP_RUN, QP_GEN, QP_SESSION = "dataset", "run", "gen", "session"
+
+
+def session_token() -> str:
+    """This browser session's token: the runs it starts are its own (jobs.py ownership). Kept in
+    the URL, so a reload of the same tab still owns the runs it started."""
+    ss = st.session_state
+    if "session_token" not in ss:
+        token = str(st.query_params.get(QP_SESSION, ""))
+        ok = len(token) == 8 and all(ch in "0123456789abcdef" for ch in token)
+        ss.session_token = token if ok else uuid.uuid4().hex[:8]
+    return ss.session_token
 
 
 def init_state() -> None:
@@ -207,8 +219,10 @@ def sync_query_params() -> None:
         a = gen.array
         dims = (a.shape[0],) if gen.model != "slicegan" else a.shape[:3]
         want[QP_GEN] = gen_token(meta.get("seed", 0), dims)
+    if ss.get("session_token"):
+        want[QP_SESSION] = ss.session_token
     qp = st.query_params
-    for k in (QP_DATASET, QP_RUN, QP_GEN):
+    for k in (QP_DATASET, QP_RUN, QP_GEN, QP_SESSION):
         if k in want and qp.get(k) != want[k]:
             qp[k] = want[k]
         elif k not in want and k in qp:

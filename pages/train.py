@@ -2,7 +2,6 @@
 import datetime as dt
 import json
 import re
-import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -41,10 +40,8 @@ mgr = _ui.job_manager()
 
 
 def session_token() -> str:
-    """This browser session's token: the runs it starts are its own (jobs.py ownership)."""
-    if "session_token" not in ss:
-        ss.session_token = uuid.uuid4().hex[:8]
-    return ss.session_token
+    """This browser session's token (kept in the URL: a reload still owns its runs)."""
+    return _ui.session_token()
 
 
 def resume(run_dir: Path, steps_key: str, device_key: str) -> None:
