@@ -320,7 +320,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from . import io, metrics
+    from . import metrics
 
     if args.voxel_size is not None and not (args.voxel_size > 0 and args.voxel_size < float("inf")):
         raise MatgenInputError(f"--voxel-size must be a positive length, got {args.voxel_size}.")

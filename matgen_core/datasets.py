@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import MatgenInputError
 from .io import Micrograph
+from .runs import jsonable
 
 FOLDER = "_datasets"
 
@@ -56,7 +57,7 @@ def save_dataset(home, micrographs: list[Micrograph], label: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     for k, m in enumerate(micrographs):
         np.save(folder / f"image_{k}.npy", m.labels if m.kind == "nphase" else m.image)
-    meta = dict(label=label, images=[dict(kind=m.kind, phase_values=_jsonable(m.phase_values),
+    meta = dict(label=label, images=[dict(kind=m.kind, phase_values=jsonable(m.phase_values),
                                           voxel_size=m.voxel_size, unit=m.unit, source=m.source)
                                      for m in micrographs])
     tmp = folder / "dataset.json.tmp"
@@ -92,11 +93,3 @@ def load_dataset(home, key: str) -> tuple[list[Micrograph], str]:
                               voxel_size=info.get("voxel_size"), unit=info.get("unit", "px"),
                               source=info.get("source", "")))
     return out, meta.get("label", key)
-
-
-def _jsonable(value):
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

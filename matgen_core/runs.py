@@ -264,7 +264,7 @@ def create_run(run_dir, model: str, micrographs: list[Micrograph], preset: str =
     config_check.check_model_config(model, model_config, all_presets[preset], changed=overrides or {})
     config_check.check_images_fit(model, model_config, [m.shape for m in micrographs],
                                   [m.source for m in micrographs])
-    data = dict(kind=first.kind, n_phases=first.n_phases, phase_values=_jsonable(first.phase_values),
+    data = dict(kind=first.kind, n_phases=first.n_phases, phase_values=jsonable(first.phase_values),
                 voxel_size=first.voxel_size, unit=first.unit,
                 sources=[m.source for m in micrographs],
                 shapes=[list(m.shape) for m in micrographs])
@@ -325,7 +325,7 @@ def _check_images(model: str, micrographs: list[Micrograph]) -> None:
         if m.kind != first.kind:
             raise MatgenInputError(f"{m.source} is {m.kind} but {first.source} is {first.kind}; all "
                                    f"training images must be of the same kind.")
-        if m.kind == "nphase" and list(map(_jsonable, m.phase_values)) != list(map(_jsonable, first.phase_values)):
+        if m.kind == "nphase" and list(map(jsonable, m.phase_values)) != list(map(jsonable, first.phase_values)):
             raise MatgenInputError(
                 f"{m.source} has phases {m.phase_values} but {first.source} has {first.phase_values}; "
                 f"anisotropic training needs the same phase values in every image: segment them "
@@ -335,9 +335,10 @@ def _check_images(model: str, micrographs: list[Micrograph]) -> None:
                                f"SliceGAN on it, or pass a 2D image.")
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` with numpy scalars (also inside lists/tuples) as plain Python numbers, for JSON."""
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
