@@ -63,6 +63,7 @@ class VolumeTrainer(Trainer, Protocol):
     generator: nn.Module           # the trained network
     sampling_generator: nn.Module  # the network that makes volumes (the weight average if any)
     conditional: bool              # True when the latent carries target phase fractions
+                                   # (models/slicegan_conditional.ConditionalSliceGANTrainer)
 
     def latent_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Smallest latent spatial shape whose output covers ``shape`` voxels."""
