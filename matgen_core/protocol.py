@@ -32,7 +32,9 @@ class Trainer(Protocol):
 
     @classmethod
     def create(cls, config: dict, images: list[np.ndarray] | None, device) -> "Trainer":
-        """Build from ``config`` (``kind``, ``n_phases``, ``num_images`` set by runs.create_run).
+        """Build from ``config`` (``kind``, ``n_phases``, ``num_images`` set by runs.create_run);
+        the instance may be of a subclass the config selects (``SliceGANTrainer.create`` returns
+        ``ConditionalSliceGANTrainer`` when ``config["conditional"]`` is true).
         ``images``: the run's training arrays as saved (uint8 labels or float [0, 1] images);
         None when only generating."""
 
