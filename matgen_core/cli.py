@@ -328,7 +328,11 @@ def cmd_metrics(args) -> int:
     voxel = args.voxel_size or meta.get("voxel_size")
     if args.reference:
         ref, ref_meta = _read_labels(args.reference)
-        result = metrics.compare(ref, labels, voxel_size=voxel, unit=meta.get("unit", "px"))
+        # the phases that either file declares (our phase table / generation record), so a phase
+        # absent from the reference (its last one too) is still compared; else the reference's
+        declared = [m["declared_phases"] for m in (ref_meta, meta) if m["declared_phases"]]
+        n = max(declared + [ref_meta["n_phases"]]) if declared else None
+        result = metrics.compare(ref, labels, n_phases=n, voxel_size=voxel, unit=meta.get("unit", "px"))
     else:
         result = metrics.summarize(labels, voxel_size=voxel, unit=meta.get("unit", "px"),
                                    tortuosity=args.tortuosity)
@@ -340,12 +344,15 @@ def cmd_metrics(args) -> int:
 
 
 def _read_labels(path):
-    """Labels 0..n-1 from an image, a volume (.tif/.npy) or a run's output."""
+    """Labels 0..n-1 from an image, a volume (.tif/.npy) or a run's output, and their metadata:
+    ``voxel_size``, ``unit``, ``n_phases`` (the phases the labels stand for) and
+    ``declared_phases``: the phase count the file itself records (the phase table of a TIFF we
+    wrote, the fractions of a generation record), else None."""
     from . import io
 
-    m = io.read_micrograph(path)
-    m = io.require_phases(m)
-    return m.labels, {"voxel_size": m.voxel_size, "unit": m.unit}
+    m = io.require_phases(io.read_micrograph(path))
+    return m.labels, {"voxel_size": m.voxel_size, "unit": m.unit, "n_phases": m.n_phases,
+                      "declared_phases": io.declared_phase_count(path)}
 
 
 def _json_default(value):

@@ -127,13 +127,24 @@ def average_gradients(params) -> None:
     rounds per step; wrapping would also put ``module.`` into every checkpoint key. Averaging
     the accumulated gradients right before ``optimizer.step()`` is exact, model-agnostic and
     leaves the Trainers untouched.
+
+    A parameter without a gradient on every rank keeps ``grad=None``, so the optimiser skips it
+    as it would in one process (e.g. the critics a per-direction critic step does not train:
+    Adam given a zero gradient would still move them with its momentum). Which parameters have
+    one is agreed first (a small all-reduce of flags): one with a gradient on some rank only is
+    taken as zero on the others, so every rank still takes the same step.
     """
     if not is_active():
         return
     params = [p for p in params if p.requires_grad]
     if not params:
         return
-    for p in params:  # a parameter unused on this rank still takes part (all ranks send alike)
+    flags = torch.tensor([float(p.grad is not None) for p in params], device=_device_of(params))
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    params = [p for p, used in zip(params, flags.tolist()) if used > 0]
+    if not params:
+        return
+    for p in params:  # unused on this rank but used on another: takes part as zero
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params]

@@ -32,7 +32,9 @@ class Trainer(Protocol):
 
     @classmethod
     def create(cls, config: dict, images: list[np.ndarray] | None, device) -> "Trainer":
-        """Build from ``config`` (``kind``, ``n_phases``, ``num_images`` set by runs.create_run).
+        """Build from ``config`` (``kind``, ``n_phases``, ``num_images`` set by runs.create_run);
+        the instance may be of a subclass the config selects (``SliceGANTrainer.create`` returns
+        ``ConditionalSliceGANTrainer`` when ``config["conditional"]`` is true).
         ``images``: the run's training arrays as saved (uint8 labels or float [0, 1] images);
         None when only generating."""
 
@@ -63,6 +65,7 @@ class VolumeTrainer(Trainer, Protocol):
     generator: nn.Module           # the trained network
     sampling_generator: nn.Module  # the network that makes volumes (the weight average if any)
     conditional: bool              # True when the latent carries target phase fractions
+                                   # (models/slicegan_conditional.ConditionalSliceGANTrainer)
 
     def latent_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Smallest latent spatial shape whose output covers ``shape`` voxels."""

@@ -121,3 +121,38 @@ def test_error_existing_run_without_resume(tmp_path):
 def test_generate_bad_run_and_bad_extension(tmp_path):
     _assert_clean_error(run_cli("generate", tmp_path, "--out", tmp_path / "v.tif"), "not a matgen run")
     _assert_clean_error(run_cli("generate", tmp_path, "--out", tmp_path / "v.png"), ".tif")
+
+
+def test_metrics_reference_keeps_phases_absent_from_our_files(tmp_path, capsys):
+    """`matgen metrics --reference`: the phase count of our files (TIFF phase table, generation
+    record) is honoured, so a reference of ours whose last phase is absent is not one phase short."""
+    import json
+
+    from matgen_core import io
+
+    rng = np.random.default_rng(0)
+    ref = (rng.random((24, 24, 24)) < 0.4).astype(np.uint8)  # phases 0, 1 of 3; phase 2 absent
+    gen = rng.integers(0, 3, (24, 24, 24)).astype(np.uint8)
+    io.write_tiff(tmp_path / "ref.tif", ref, phase_values=[0, 128, 255])
+    io.write_tiff(tmp_path / "gen.tif", gen, phase_values=[0, 128, 255])
+    assert io.declared_phase_count(tmp_path / "ref.tif") == 3
+    assert cli.main(["metrics", str(tmp_path / "gen.tif"), "--reference", str(tmp_path / "ref.tif"),
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {(r["metric"], r["phase"]): r for r in result["rows"] if r["metric"] == "phase_fraction"}
+    assert result["n_phases"] == 3 and rows[("phase_fraction", 2)]["reference"] == 0.0
+    assert rows[("phase_fraction", 2)]["generated"] == pytest.approx(np.mean(gen == 2))
+    # both ours, the last phase absent from both: still 3 phases (the generation record of a .npy)
+    io.write_npy(tmp_path / "gen.npy", ref, generation={"achieved_fractions": [0.6, 0.4, 0.0]})
+    assert io.declared_phase_count(tmp_path / "gen.npy") == 3
+    assert cli.main(["metrics", str(tmp_path / "gen.npy"), "--reference", str(tmp_path / "ref.tif"),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_phases"] == 3
+    # other software's files: the phases are the values present, as before
+    tifffile.imwrite(tmp_path / "plain.tif", ref * 100)
+    np.save(tmp_path / "plain.npy", ref)
+    assert io.declared_phase_count(tmp_path / "plain.tif") is None
+    assert io.declared_phase_count(tmp_path / "plain.npy") is None
+    assert cli.main(["metrics", str(tmp_path / "plain.npy"), "--reference", str(tmp_path / "plain.tif"),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_phases"] == 2

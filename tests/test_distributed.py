@@ -83,7 +83,11 @@ WORKER = textwrap.dedent('''
     # gradients: rank r holds r + 1; the average is 1.5 everywhere
     p = torch.nn.Parameter(torch.zeros(5))
     p.grad = torch.full((5,), rank + 1.0)
-    distributed.average_gradients([p])
+    # no gradient on any rank: stays None (the optimiser skips it); on rank 1 only: 0 elsewhere
+    unused, one_rank = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    one_rank.grad = torch.full((3,), 4.0) if rank == 1 else None
+    distributed.average_gradients([unused, p, one_rank])
+    sparse = dict(unused=unused.grad is None, one_rank=one_rank.grad.tolist())
     # a real trainer: different initial weights per rank until make_data_parallel broadcasts rank 0's
     torch.manual_seed(100 + rank)
     cfg = {{**PRESETS["quick"], **TINY_SLICEGAN, "kind": "nphase", "n_phases": 2, "num_images": 1}}
@@ -95,8 +99,15 @@ WORKER = textwrap.dedent('''
         tr.train_step(step)
     params = torch.cat([q.detach().flatten() for q in
                         list(tr.generator.parameters()) + list(tr.critics.parameters())])
+    # one critic per image, one critic step per direction (the paper recipe): each critic is
+    # stepped once per critic iteration, as in one process (not at every other critic's step)
+    three = SliceGANTrainer.create({{**cfg, "num_images": 3, "critic_step_per_direction": True}},
+                                   [blobs(64, seed=s) for s in range(3)], torch.device("cpu"))
+    distributed.make_data_parallel(three)
+    three.train_step(0)
+    sparse["critic_steps"] = sorted({{int(three.opt_d.state[q]["step"]) for q in three.critics.parameters()}})
     out = [None, None]
-    torch.distributed.all_gather_object(out, dict(grad=p.grad.tolist(), noise=noise,
+    torch.distributed.all_gather_object(out, dict(grad=p.grad.tolist(), noise=noise, sparse=sparse,
                                                   params=params.double().sum().item(),
                                                   norm=params.norm().item()))
     if rank == 0:
@@ -116,6 +127,9 @@ def test_gradients_are_averaged_and_ranks_stay_in_step(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = json.loads(result.read_text())
     assert r0["grad"] == r1["grad"] == [1.5] * 5
+    for r in (r0, r1):
+        assert r["sparse"]["unused"] and r["sparse"]["one_rank"] == [2.0] * 3
+        assert r["sparse"]["critic_steps"] == [TINY_SLICEGAN["critic_iters"]]
     assert r0["noise"] != r1["noise"], "each rank draws its own noise and crops"
     # same weights after 2 WGAN-GP steps (gradient penalty included) on different data
     assert np.isclose(r0["params"], r1["params"], rtol=0, atol=1e-4)

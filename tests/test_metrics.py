@@ -387,3 +387,38 @@ def test_electrode_crop_statistics(electrode):
     assert tpb > 0
     perc = M.percolation(crop)
     assert perc.shape == (3, 3) and perc.min() > 0.5       # all three phases percolate
+
+
+def test_tortuosity_silences_only_its_own_thread(capsys):
+    """taufactor prints after every unconverged chunk; that is dropped for the measuring thread
+    only: another thread's prints in the meantime still arrive, and sys.stdout is restored."""
+    pytest.importorskip("taufactor")
+    import sys
+    import threading
+
+    from matgen_core.metrics.transport import quiet_stdout
+
+    before = sys.stdout
+    a = (smooth_random((24, 24, 24), 1.5) > 0).astype(np.uint8)
+    done, lines = threading.Event(), []
+
+    def talk():
+        while not done.is_set():
+            print(f"line {len(lines)}")
+            lines.append(1)
+            done.wait(0.001)
+
+    other = threading.Thread(target=talk)
+    other.start()
+    try:
+        res = M.tortuosity(a, 1, axis=0, max_iter=600, chunk=100, conv_crit=1e-9)
+        with quiet_stdout(), quiet_stdout():  # nested, in the same thread
+            print("dropped")
+    finally:
+        done.set()
+        other.join()
+    assert res["iterations"] == 600 and not res["converged"]
+    out = capsys.readouterr().out
+    assert "not converged" not in out and "dropped" not in out
+    assert out.count("line ") == len(lines) > 0
+    assert sys.stdout is before

@@ -338,3 +338,68 @@ def test_augment_dihedral_only_in_isotropic_runs():
     plain = tr3.samplers[1].sample(4)
     torch.manual_seed(5)
     assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"
+
+
+def test_config_picks_the_trainer_class_and_conditional_checkpoints_keep_their_layout(tmp_path):
+    """``conditional`` in the config selects ConditionalSliceGANTrainer (through create, as
+    train.build_trainer and config_check build trainers); plain SliceGAN carries none of it; a
+    conditional checkpoint keeps the layout it had before the class was split out, and resumes."""
+    from matgen_core.models import trainer_class
+    from matgen_core.models.conditional import ConditionalGenerator
+    from matgen_core.models.slicegan_conditional import ConditionalSliceGANTrainer
+    from matgen_core.protocol import VolumeTrainer
+
+    plain = tiny_trainer([blobs(64)], ema_decay=0.9)
+    assert type(plain) is SliceGANTrainer and not plain.conditional
+    assert type(plain.generator) is Generator and isinstance(plain, VolumeTrainer)
+    assert "fraction_center" not in plain.state_dict()
+    with pytest.raises(ValueError, match="not conditional"):
+        plain.latent((32, 32, 32), fractions=[0.5, 0.5])
+    cfg = {**PRESETS["quick"], **TINY_SLICEGAN, "kind": "nphase", "n_phases": 2, "num_images": 1,
+           "conditional": True, "fraction_range": 0.1, "ema_decay": 0.9}
+    built = trainer_class("slicegan").create(cfg, None, torch.device("cpu"))
+    assert type(built) is ConditionalSliceGANTrainer and built.conditional
+    assert type(built.generator) is ConditionalGenerator and isinstance(built, VolumeTrainer)
+    assert type(trainer_class("slicegan").create({**cfg, "conditional": False}, None,
+                                                 torch.device("cpu"))) is SliceGANTrainer
+
+    cond = tiny_trainer([blobs(64, fraction=0.35)], conditional=True, ema_decay=0.9)
+    torch.manual_seed(0)
+    cond.train_step(1)
+    state = cond.state_dict()
+    # the checkpoint layout of the single-class trainer (before the split), key order included
+    assert list(state) == ["generator", "critics", "opt_g", "opt_d", "generator_ema", "ema_updates",
+                           "fraction_center"]
+    center = state["fraction_center"]
+    assert center.dtype == torch.float32 and center.shape == (2,) and abs(float(center[1]) - 0.35) < 0.02
+    torch.save({"state": state, "step": 1}, tmp_path / "latest.pt")
+    saved = torch.load(tmp_path / "latest.pt", weights_only=True)["state"]
+    # resumed on another image: the checkpoint's centre (not the new image's fractions) is kept
+    resumed = tiny_trainer([blobs(64, fraction=0.5)], conditional=True, ema_decay=0.9)
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.fraction_center, center)
+    for t in (None, [0.6, 0.4]):
+        assert np.array_equal(resumed.sample((32, 32, 32), seed=4, fractions=t),
+                              cond.sample((32, 32, 32), seed=4, fractions=t))
+    assert resumed.train_step(2)["fraction_error"] > 0
+    sampling_only = tiny_trainer(None, conditional=True, ema_decay=0.9)
+    sampling_only.load_state_dict({k: saved[k] for k in ("generator", "generator_ema", "fraction_center")})
+    assert np.array_equal(sampling_only.sample((32, 32, 32), seed=4), cond.sample((32, 32, 32), seed=4))
+    with pytest.raises(RuntimeError):  # a plain trainer does not take conditional weights
+        tiny_trainer(None, ema_decay=0.9).load_state_dict(saved)
+
+
+def test_conditional_run_resumes_as_conditional(tmp_path):
+    from matgen_core import runs, train
+    from matgen_core.io import Micrograph
+    from matgen_core.models.slicegan_conditional import ConditionalSliceGANTrainer
+
+    labels = blobs(64, fraction=0.35)
+    mg = Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase", phase_values=[0, 1],
+                    voxel_size=None, unit="px", source="img.png")
+    run = runs.create_run(tmp_path / "run", "slicegan", [mg], preset="quick",
+                          overrides={**TINY_SLICEGAN, "conditional": True}, seed=1)
+    train.train(run, steps=1, preview_every=0)
+    assert type(train.build_trainer(run, device="cpu", with_data=False)) is ConditionalSliceGANTrainer
+    assert train.train(run, steps=2, preview_every=0)["step"] == 2
+    assert [r["step"] for r in runs.read_losses(run)] == [1, 2]

@@ -12,7 +12,8 @@ micrograph
 read
     ``read_micrograph`` turns any PNG/JPG/BMP/TIFF (2D or 3D stack) or .npy file into a
     ``Micrograph``; ``detect_kind``; ``require_phases`` checks that training data is segmented;
-    ``read_volume`` and ``read_phase_table`` read back what ``write_tiff``/``write_npy`` wrote.
+    ``read_volume`` and ``read_phase_table`` read back what ``write_tiff``/``write_npy`` wrote;
+    ``declared_phase_count``: the phases one of our files stands for (absent ones included).
 segmentation
     ``segment``: multi-Otsu (grayscale) or k-means (colour) into 2..``MAX_SEGMENT_PHASES`` phases.
 write
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from .micrograph import Micrograph
 from .prepare import crop_downsample, prepare_dataset
-from .read import detect_kind, read_micrograph, read_phase_table, read_volume, require_phases
+from .read import declared_phase_count, detect_kind, read_micrograph, read_phase_table, read_volume, require_phases
 from .segmentation import MAX_SEGMENT_PHASES, segment
 from .units import UNIT_ALIASES, canonical_unit
 from .write import (
@@ -47,6 +48,7 @@ from .write import (
 
 __all__ = [
     "Micrograph", "read_micrograph", "detect_kind", "require_phases", "read_volume", "read_phase_table",
+    "declared_phase_count",
     "segment", "MAX_SEGMENT_PHASES", "write_tiff", "write_npy", "write_vti", "to_bytes", "needs_bigtiff",
     "write_bigtiff_planes", "write_npy_slabs", "generation_sidecar", "set_generation_info",
     "read_generation_info", "crop_downsample", "prepare_dataset", "UNIT_ALIASES", "canonical_unit",

@@ -2,7 +2,8 @@
 
 ``read_micrograph`` turns any PNG/JPG/BMP/TIFF (2D image or 3D stack) or .npy file into a
 ``Micrograph``; ``detect_kind`` classifies an array; ``require_phases`` checks that training data
-is segmented; ``read_volume`` and ``read_phase_table`` read back what ``io.write`` wrote.
+is segmented; ``read_volume`` and ``read_phase_table`` read back what ``io.write`` wrote;
+``declared_phase_count`` says how many phases one of our files stands for.
 """
 from __future__ import annotations
 
@@ -135,6 +136,29 @@ def read_phase_table(path) -> list | None:
         raise MatgenInputError(
             f"{path.name} is not a readable TIFF ({err}); pass a file written by write_tiff."
         ) from None
+
+
+def declared_phase_count(path) -> int | None:
+    """How many phases a file we wrote stands for, whether or not each occurs in it, or None.
+
+    The length of the phase table of a TIFF written by ``write_tiff``, or of the fractions in the
+    generation record (TIFF record, .npy sidecar) of a generated volume: a volume whose last phase
+    is absent still has all the model's phases. None for other files, whose phases are the values
+    present (``read_micrograph`` maps them to 0..n-1).
+    """
+    from .write import read_generation_info
+
+    path = existing_file(path)
+    with open(path, "rb") as f:
+        tiff = f.read(4) in _TIFF_MAGIC
+    counts = []
+    if tiff:
+        table = read_phase_table(path)
+        counts += [len(table)] if table else []
+    if (tiff and path.suffix.lower() in (".tif", ".tiff")) or path.suffix.lower() == ".npy":
+        record = read_generation_info(path) or {}
+        counts += [len(record[k]) for k in ("achieved_fractions", "generator_fractions") if record.get(k)]
+    return max(counts, default=None)
 
 
 def _load(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool, dict]:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import math
+import sys
+import threading
 from typing import Callable
 
 import numpy as np
@@ -75,9 +76,8 @@ def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = No
         if should_stop is not None and should_stop():
             raise MetricCancelled("tortuosity cancelled")
         # public API only: solve() resumes from solver.iter up to iter_limit. It prints a "not
-        # converged" line after every unconverged chunk, which we swallow (redirect_stdout swaps
-        # sys.stdout process-wide for the chunk; other threads' prints in that window are lost)
-        with contextlib.redirect_stdout(io.StringIO()):
+        # converged" line after every unconverged chunk, which this thread's quiet_stdout swallows
+        with quiet_stdout():
             solver.solve(iter_limit=min(solver.iter + chunk, max_iter), verbose=False,
                          conv_crit=conv_crit)
         if progress is not None and not solver.converged:
@@ -98,6 +98,60 @@ def tortuosity(labels, phase: int, axis: int = 0, progress: Callable | None = No
     if progress is not None:
         progress(1.0, int(solver.iter))
     return result
+
+
+class _ThreadQuietStdout:
+    """A stand-in for ``sys.stdout`` that drops what the threads in ``quiet`` write and passes
+    everything else to ``target`` (the stdout it replaced); other attributes are the target's."""
+
+    def __init__(self, target):
+        self.target = target
+        self.quiet: dict[int, int] = {}  # thread id -> nesting depth
+
+    def write(self, text):
+        if threading.get_ident() in self.quiet or self.target is None:
+            return len(text)
+        return self.target.write(text)
+
+    def flush(self):
+        if self.target is not None:
+            self.target.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+
+_quiet_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Drop what the calling thread prints; other threads' prints go through as before.
+
+    Why not simply ``contextlib.redirect_stdout``: taufactor 1.2.1's ``solve()`` prints
+    "Warning: not converged" whenever a call ends unconverged, whatever ``verbose`` says, and has
+    no logger to silence; we call it in chunks (progress, cancel), so every chunk but the last
+    prints. ``redirect_stdout`` would swap ``sys.stdout`` for the whole process: in the app's
+    server other threads' output in that window would be lost, and two concurrent measurements
+    could restore each other's buffer as stdout for good. Here ``sys.stdout`` is wrapped (under a
+    lock) by a filter keyed on the thread while at least one quiet block is active, and the
+    original is put back when the last one ends (unless someone replaced it meanwhile).
+    """
+    me = threading.get_ident()
+    with _quiet_lock:
+        router = sys.stdout
+        if not isinstance(router, _ThreadQuietStdout):
+            router = sys.stdout = _ThreadQuietStdout(sys.stdout)
+        router.quiet[me] = router.quiet.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            router.quiet[me] -= 1
+            if not router.quiet[me]:
+                del router.quiet[me]
+            if not router.quiet and sys.stdout is router:
+                sys.stdout = router.target
 
 
 def _new_solver(mask: np.ndarray, device):

@@ -2,7 +2,8 @@
 
 ``sample_targets`` draws training targets around the training image's fractions;
 ``ConditionalGenerator`` is the ``Generator`` subclass that takes the code as constant latent
-channels. ``SliceGANTrainer`` (``slicegan``) uses them when ``config["conditional"]`` is set.
+channels. ``ConditionalSliceGANTrainer`` (``slicegan_conditional``) trains it; the plain
+``SliceGANTrainer.create`` returns that class when ``config["conditional"]`` is set.
 """
 from __future__ import annotations
 

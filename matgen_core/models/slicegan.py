@@ -8,8 +8,12 @@ of the training image(s). Training is WGAN-GP.
 
 This module holds the losses and ``SliceGANTrainer`` (the Trainer protocol of
 docs/architecture.md) that the shared driver in ``train.py`` runs; the networks and their size
-arithmetic are in ``slicegan_networks``, the presets in ``slicegan_presets``, the conditional
-generator in ``conditional``. Their public names are re-exported here.
+arithmetic are in ``slicegan_networks``, the presets in ``slicegan_presets``. The conditional
+variant (target phase fractions as a condition) is ``ConditionalSliceGANTrainer`` in
+``slicegan_conditional``, a subclass that overrides this trainer's hooks (``_make_generator``,
+``_targets``, ``_condition``, ``_real_crops``, ``_fraction_loss``, ``latent``, the state);
+``SliceGANTrainer.create`` picks it when ``config["conditional"]`` is set. Public names of the
+network modules and ``conditional`` are re-exported here.
 
 Shapes: volumes are (B, C, Z, Y, X); slices are (N, C, H, W); C is one channel per phase for
 n-phase data (softmax output), 1 for grayscale and 3 for colour (0.5 * (tanh + 1) output).
@@ -26,12 +30,7 @@ import torch.nn as nn
 from ..data import CropSampler, decode, encode, image_fractions, n_channels
 from ..errors import MatgenInputError
 from ..preview import to_display
-from .conditional import (
-    DEFAULT_CONDITIONAL_FRACTION_WEIGHT,
-    FRACTION_TEMPERATURE,
-    ConditionalGenerator,
-    sample_targets,
-)
+from .conditional import ConditionalGenerator, sample_targets
 from .slicegan_networks import (
     Critic,
     Generator,
@@ -125,10 +124,14 @@ def direction_images(num_images: int) -> list[int]:
 
 
 class SliceGANTrainer:
-    """SliceGAN networks, optimisers and one training step (the Trainer protocol)."""
+    """SliceGAN networks, optimisers and one training step (the Trainer protocol).
+
+    Build it with :meth:`create`, which returns the conditional subclass for a conditional config.
+    """
 
     name = "slicegan"
     loss_names = ("critic", "generator", "wasserstein", "gradient_penalty", "fraction_error")
+    conditional = False  # protocol.VolumeTrainer: ConditionalSliceGANTrainer sets it
 
     def __init__(self, config: dict, images: list[np.ndarray] | None, device: torch.device):
         self.config = config
@@ -136,22 +139,7 @@ class SliceGANTrainer:
         c = config
         self.kind, self.n_phases = c["kind"], c.get("n_phases", 0)
         self.channels = n_channels(self.kind, self.n_phases)
-        # conditional SliceGAN: n_phases extra constant latent channels carry the target fractions
-        self.conditional = bool(c.get("conditional", False))
-        self.fraction_range = float(c.get("fraction_range", 0.1))
-        if self.conditional and (self.kind != "nphase" or not 0 < self.fraction_range < 1):
-            raise MatgenInputError("conditional SliceGAN needs segmented (n-phase) data and "
-                                   "0 < fraction_range < 1 (e.g. 0.1 for +-10 percentage points).")
-        self.n_cond = self.n_phases if self.conditional else 0
-        # the training image's fractions: centre of the conditioning range (kept in the state)
-        self.fraction_center = torch.full((max(self.n_phases, 1),), 1.0 / max(self.n_phases, 1))
-        if self.conditional:
-            self.generator = ConditionalGenerator(
-                c["nz"], self.n_cond, c["gen_channels"], c["gen_kernels"], c["gen_strides"],
-                c["gen_paddings"], self.channels, self.kind).to(self.device)
-        else:
-            self.generator = Generator(c["nz"], c["gen_channels"], c["gen_kernels"], c["gen_strides"],
-                                       c["gen_paddings"], self.channels, self.kind).to(self.device)
+        self.generator = self._make_generator().to(self.device)
         # channels-last: CPU transposed 3D convolutions run ~5-9x faster in this layout (oneDNN)
         self.generator.to(memory_format=torch.channels_last_3d)
         self.direction_image = direction_images(c.get("num_images", 1))
@@ -180,11 +168,21 @@ class SliceGANTrainer:
             if self.kind == "nphase":  # target fractions: the training images' own
                 fr = image_fractions(images, self.n_phases)
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
-                self.fraction_center = torch.tensor(fr, dtype=torch.float32)
 
     @classmethod
     def create(cls, config, images, device):
+        """The trainer for ``config``: ``ConditionalSliceGANTrainer`` when ``config["conditional"]``
+        is set (runs, checkpoints and the app's form all keep that key), else this class."""
+        if cls is SliceGANTrainer and config.get("conditional", False):
+            from .slicegan_conditional import ConditionalSliceGANTrainer
+
+            cls = ConditionalSliceGANTrainer
         return cls(config, images, device)
+
+    def _make_generator(self) -> Generator:
+        c = self.config
+        return Generator(c["nz"], c["gen_channels"], c["gen_kernels"], c["gen_strides"],
+                         c["gen_paddings"], self.channels, self.kind)
 
     # -- precision ----------------------------------------------------------------------------
     def _autocast(self):
@@ -195,103 +193,36 @@ class SliceGANTrainer:
         z = torch.randn(batch, self.config["nz"], *shape, generator=generator)
         return z.to(self.device).contiguous(memory_format=torch.channels_last_3d)
 
-    # -- conditional SliceGAN helpers (docs/fractions.md) ---------------------------------------
-    def _condition(self, z: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        """Append the target fractions to latent ``z`` as constant channels (conditional only).
+    # -- training hooks (ConditionalSliceGANTrainer overrides them) -----------------------------
+    def _targets(self, batch: int) -> torch.Tensor | None:
+        """Per-volume target fractions for this step: none for plain SliceGAN."""
+        return None
 
-        Channel k holds ``(target_k - training_k) / fraction_range`` (in [-1, 1] over the trained
-        range) at every latent position, so the generator stays fully convolutional and every
-        output voxel sees the same condition (uniform information density is kept).
-        """
-        if not self.conditional:
-            return z
-        if targets is None:
-            targets = self.fraction_center[None].expand(z.shape[0], -1)
-        code = (targets.float().cpu() - self.fraction_center[None]) / self.fraction_range
-        code = code.to(z.device, z.dtype)[:, :, None, None, None].expand(-1, -1, *z.shape[2:])
-        return torch.cat([z, code], dim=1).contiguous(memory_format=torch.channels_last_3d)
+    def _condition(self, z: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """The generator's input for latent ``z``: ``z`` itself for plain SliceGAN."""
+        return z
 
     def _refresh_targets(self, batch: int, generator: torch.Generator) -> torch.Tensor | None:
-        """Targets for re-estimating the averaged generator's BatchNorm statistics: drawn over the
-        trained range as in training (conditional only; None otherwise). Statistics estimated at
-        the centre alone shift every off-centre activation: measured on a 600-step run, the
-        generator alone then missed off-centre targets by ~7 pp instead of < 1 pp."""
-        if not self.conditional:
-            return None
-        return sample_targets(self.fraction_center, self.fraction_range, batch, generator=generator)
+        """Targets for re-estimating the averaged generator's BatchNorm statistics: none here."""
+        return None
 
-    def _real_near(self, axis: int, targets: torch.Tensor, count: int) -> torch.Tensor:
-        """``count`` real crops whose local phase fractions are near the batch's targets.
-
-        A pool of 4x as many random crops is drawn; for each target an equal share of the batch
-        is picked from the pool with weight exp(-|phi_crop - t|^2 / (2 s^2)), s = fraction_range/4,
-        relative to the nearest crop (so a target beyond every crop's fraction gets the nearest
-        crops). The real batch's fraction mix then follows the targets as far as the image allows.
-        """
-        pool = self.samplers[axis].sample(4 * count)
-        phi = pool.mean(dim=(2, 3)).double()  # (P, C) local fractions (one-hot channels)
-        d2 = ((phi[None] - targets.double()[:, None]) ** 2).sum(-1)  # (B, P)
-        s = self.fraction_range / 4
-        w = torch.exp(-(d2 - d2.min(1, keepdim=True).values) / (2 * s * s))
-        per = -(-count // len(targets))
-        idx = torch.multinomial(w, per, replacement=True).flatten()[:count]
-        return pool[idx]
-    # -- end conditional SliceGAN helpers --------------------------------------------------------
+    def _real_crops(self, axis: int, targets: torch.Tensor | None, count: int) -> torch.Tensor:
+        """``count`` random real crops for slicing direction ``axis``."""
+        return self.samplers[axis].sample(count)
 
     # -- training -----------------------------------------------------------------------------
-    def _targets(self, batch: int) -> torch.Tensor | None:
-        """Per-volume target fractions for this step (conditional SliceGAN), else None."""
-        if not self.conditional:
-            return None
-        self._init_fraction_path()
-        return sample_targets(self.fraction_center, self.fraction_range, batch)
-
-    @torch.no_grad()
-    def _init_fraction_path(self) -> None:
-        """Start the generator's direct fraction path at the right size (once, before step 1).
-
-        Shifting phase k's logit by ``log(t_k / c_k)`` (c: training fractions) moves its share
-        from about c_k to about t_k; to first order that is ``code_k * fraction_range / c_k``,
-        so ``cond_logits`` starts as that diagonal map instead of zero and training refines it
-        (the noise path then learns the morphology at each target). Only for a fresh network
-        (all-zero map); a resumed or loaded one is left as it is.
-        """
-        nets = [self.generator] + ([self.generator_ema] if self.generator_ema is not None else [])
-        if any(bool(net.cond_logits.weight.abs().sum() > 0) for net in nets):
-            return
-        weight = torch.diag(self.fraction_range / self.fraction_center.clamp_min(0.02))
-        for net in nets:
-            net.cond_logits.weight.copy_(weight.to(net.cond_logits.weight))
-
     def _real(self, axis: int, targets: torch.Tensor | None) -> torch.Tensor:
-        """Real crops for slicing direction ``axis`` (near the targets when conditional)."""
-        n = self.config["real_batch"]
-        real = self.samplers[axis].sample(n) if targets is None else self._real_near(axis, targets, n)
+        """Real crops for slicing direction ``axis``, augmented, on the device."""
+        real = self._real_crops(axis, targets, self.config["real_batch"])
         if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
             real = dihedral(real)
         return real.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _fraction_loss(self, fake: torch.Tensor, targets: torch.Tensor | None):
-        """The original report's density loss and the largest fraction gap (0 when unused).
-
-        Unconditional: the batch's mean soft fractions vs the training image's. Conditional: each
-        volume's vs its own target, ``fraction_weight * mean_b sum_k (gap_bk^2 + sharp_gap_bk^2)``
-        where ``sharp_gap`` uses the sharpened probabilities ``softmax(log p / T)``
-        (T = ``FRACTION_TEMPERATURE``), a differentiable stand-in for the argmax labels that a
-        volume is finally made of: the soft mean alone can meet the target while the labels miss
-        it by several points. The logged gap (conditional) is the sharpened one: close to what
-        the labels will show.
+        """The original report's density loss and the largest fraction gap (0 when unused):
+        the batch's mean soft fractions vs the training image's, ``fraction_weight * sum_k gap_k^2``.
         """
         weight = self.config.get("fraction_weight", 0.0)
-        if targets is not None:
-            t = targets.to(self.device)
-            p = fake.float()
-            gap = p.mean(dim=(2, 3, 4)) - t  # (B, C)
-            sharp = torch.softmax(torch.log(p.clamp_min(1e-12)) / FRACTION_TEMPERATURE, dim=1)
-            sharp_gap = sharp.mean(dim=(2, 3, 4)) - t
-            weight = weight or DEFAULT_CONDITIONAL_FRACTION_WEIGHT
-            loss = weight * ((gap ** 2).sum(1) + (sharp_gap ** 2).sum(1)).mean()
-            return loss, sharp_gap.abs().max(1).values.mean().item()
         if self.kind != "nphase" or weight <= 0:
             return 0.0, 0.0
         gap = fake.float().mean(dim=(0, 2, 3, 4)) - self.target_fractions
@@ -430,13 +361,9 @@ class SliceGANTrainer:
         if self.generator_ema is not None:
             state["generator_ema"] = self.sampling_generator.state_dict()
             state["ema_updates"] = torch.tensor(self.ema_updates)
-        if self.conditional:  # conditional SliceGAN: the centre of the trained fraction range
-            state["fraction_center"] = self.fraction_center.clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if self.conditional and "fraction_center" in state:
-            self.fraction_center = state["fraction_center"].detach().float().cpu().clone()
         self.generator.load_state_dict(state["generator"])
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
@@ -453,16 +380,19 @@ class SliceGANTrainer:
         return tuple(latent_size_for(n, k, s, p) for n in shape)
 
     def latent(self, shape, seed: int = 0, periodic=(False, False, False), fractions=None) -> torch.Tensor:
-        """The seeded latent (1, nz [+ n_cond], lz...) that makes a volume of ``shape``.
+        """The seeded latent (1, nz, lz...) that makes a volume of ``shape``.
 
         Along ``periodic`` axes the latent repeats with period ``size / S`` (``S`` = the product
         of the generator's strides, 32 in the presets): its last ``size / S`` planes are kept and
         the planes before them are copies, so the volume is exactly one period and tiles without
         a seam. That needs a periodic side to be a multiple of ``S``; other sizes raise
         MatgenInputError naming the nearest valid ones (see :func:`periodic_sizes`).
-        A conditional model gets its condition channels (``fractions``, default the training's).
+        ``fractions`` (target phase fractions) only for a conditional model: ValueError here.
         Tiled generation (tiling.py) cuts this same latent into tiles.
         """
+        if fractions is not None:
+            raise ValueError("this SliceGAN is not conditional; calibrate fractions with "
+                             "matgen_core.fractions instead")
         shape = tuple(int(v) for v in shape)
         stride = periodic_stride(self.config)
         for axis, wrap in enumerate(periodic):
@@ -483,9 +413,6 @@ class SliceGANTrainer:
                 src = [length - period + (i - (length - period)) % period for i in range(length)]
                 z = z.index_select(2 + axis, torch.as_tensor(src, device=z.device))
                 z = z.contiguous(memory_format=torch.channels_last_3d)
-        if self.conditional:
-            t = None if fractions is None else torch.as_tensor(np.asarray(fractions, np.float32))[None]
-            z = self._condition(z, t)
         return z
 
     @torch.inference_mode()
@@ -497,15 +424,13 @@ class SliceGANTrainer:
         ``fractions``: target phase fractions of a conditional model (default: the training
         image's); other models raise ValueError (use matgen_core.fractions to calibrate them).
         """
-        if fractions is not None and not self.conditional:
-            raise ValueError("this SliceGAN is not conditional; calibrate fractions with "
-                             "matgen_core.fractions instead")
         z = self.latent(shape, seed, periodic, fractions)
         return self.sample_latent(z)[:, :shape[0], :shape[1], :shape[2]]
 
     @torch.inference_mode()
     def sample_latent(self, z: torch.Tensor) -> np.ndarray:
-        """The sampling network's output for latent ``z`` (1, nz, lz...), float32 (C, Z, Y, X)."""
+        """The sampling network's output for latent ``z`` (1, nz [+ n_phases], lz...), float32
+        (C, Z, Y, X)."""
         net = self.sampling_generator
         was_training = net.training
         net.eval()
