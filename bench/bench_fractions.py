@@ -37,7 +37,7 @@ SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=500, lz=3, im
              critic_iters=1, critic_slices=4)
 
 
-def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides) -> None:
+def train_small(run_dir: Path, minutes: float, steps: int = 100000, seed: int = 0, **overrides) -> None:
     from matgen_core import io, train
     from matgen_core.io import Micrograph
     from matgen_core.synthetic import synthetic_microstructure
@@ -49,9 +49,12 @@ def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides)
         labels, values, source = synthetic_microstructure((256, 256), 3, 12, seed=0), [0, 1, 2], "synthetic"
     m = Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase",
                    phase_values=list(values), voxel_size=None, unit="px", source=source)
-    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=0)
+    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=seed)
+    cpu0 = time.process_time()
     result = train.train(run_dir, steps=steps, max_minutes=minutes, device="cpu")
-    print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min")
+    cpu_min = (time.process_time() - cpu0) / 60
+    print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min wall, "
+          f"{cpu_min:.2f} CPU min (process time), training seed {seed}")
 
 
 def targets_for(rng: dict, shift: float) -> list[np.ndarray]:

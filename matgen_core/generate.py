@@ -125,7 +125,8 @@ def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, po
             "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
             "phase_values": data.get("phase_values") if data["kind"] == "nphase" else None}
     trainer = build_trainer(run_dir, device, with_data=False)
-    runs.restore_state(trainer, checkpoint, run_dir)  # a foreign checkpoint: a message, no traceback
+    # weights only (no critic or optimiser state); a foreign checkpoint: a message, no traceback
+    runs.restore_state(trainer, checkpoint, run_dir, weights_only=True)
     if config["model"] not in VOLUME_MODELS:
         if policy != "raw":
             raise MatgenInputError(f"Phase-fraction policies are for SliceGAN runs; {config['model']} "
