@@ -235,3 +235,17 @@ def test_conditional_run_from_before_cond_shift_generates_but_resume_refuses(tmp
     assert [r["step"] for r in runs.read_losses(run)] == [1, 2]
     with pytest.raises(MatgenInputError, match="cannot be continued"):
         train.train(run, steps=4, preview_every=0)
+
+
+def test_policy_token_round_trip():
+    """The label policy as the app keeps it in its URL (generate.policy_token / parse)."""
+    info = {"policy": "steered", "target_fractions": [0.523, 0.35, 1 - 0.523 - 0.35]}
+    token = generate.policy_token(info)
+    assert token == "steered-52.3,35,12.7"
+    policy, t = generate.parse_policy_token(token)
+    assert policy == "steered" and t[:2] == [0.523, 0.35] and t[2] == 1.0 - (0.523 + 0.35)
+    assert generate.policy_token({"policy": "calibrated", "bias": [0.1, -0.1]}) == "calibrated"
+    assert generate.policy_token({"policy": "raw"}) is None and generate.policy_token(None) is None
+    assert generate.parse_policy_token("calibrated") == ("calibrated", None)
+    for bad in ("", "steered", "steered-", "steered-a,b", "steered-1,2", "steered-nan,100", "bias"):
+        assert generate.parse_policy_token(bad) is None, bad
