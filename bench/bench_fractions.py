@@ -6,7 +6,8 @@ the fractions the generator gives by itself (conditional models: conditioned on 
 fractions after logit calibration, and the morphology change against the unconditioned volume.
 Bars (issue #14): calibrated within 0.5 pp of every target, the generator alone within 2 pp.
 
-    python bench/bench_fractions.py --run RUN [--sizes 96,160] [--seeds 0,1] [--json out.json]
+    python bench/bench_fractions.py --run RUN [--sizes 96,160] [--seeds 0,1] [--verdict] [--threads 1]
+                                    [--json out.json]
     python bench/bench_fractions.py --train-minutes 20 --run NEW_RUN_DIR    # train one first
 
 With ``--train-minutes`` and a ``--run`` that does not exist yet, a small conditional SliceGAN is
@@ -37,7 +38,7 @@ SMALL = dict(conditional=True, fraction_range=0.1, fraction_weight=500, lz=3, im
              critic_iters=1, critic_slices=4)
 
 
-def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides) -> None:
+def train_small(run_dir: Path, minutes: float, steps: int = 100000, seed: int = 0, **overrides) -> None:
     from matgen_core import io, train
     from matgen_core.io import Micrograph
     from matgen_core.synthetic import synthetic_microstructure
@@ -49,9 +50,12 @@ def train_small(run_dir: Path, minutes: float, steps: int = 100000, **overrides)
         labels, values, source = synthetic_microstructure((256, 256), 3, 12, seed=0), [0, 1, 2], "synthetic"
     m = Micrograph(labels=labels, image=labels.astype(np.float32), kind="nphase",
                    phase_values=list(values), voxel_size=None, unit="px", source=source)
-    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=0)
+    runs.create_run(run_dir, "slicegan", [m], preset="quick", overrides={**SMALL, **overrides}, seed=seed)
+    cpu0 = time.process_time()
     result = train.train(run_dir, steps=steps, max_minutes=minutes, device="cpu")
-    print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min")
+    cpu_min = (time.process_time() - cpu0) / 60
+    print(f"trained {run_dir}: {result['step']} steps in {result['elapsed_s'] / 60:.1f} min wall, "
+          f"{cpu_min:.2f} CPU min (process time), training seed {seed}")
 
 
 def targets_for(rng: dict, shift: float) -> list[np.ndarray]:
@@ -83,11 +87,14 @@ def main(argv=None) -> int:
     p.add_argument("--shift", type=float, default=0.8, help="target offsets as a fraction of the range")
     p.add_argument("--calibration-only", action="store_true",
                    help="also calibrate the unconditioned volume (what a non-conditional model does)")
+    p.add_argument("--verdict", action="store_true",
+                   help="also Analyze's quality verdict of the raw volume (first size and seed)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", help="write all rows here")
     args = p.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     run = Path(args.run)
     if not (run / "config.json").exists():
         if not args.train_minutes:
@@ -141,7 +148,22 @@ def main(argv=None) -> int:
                              achieved=info["achieved"], err_pp=err, s2=m["s2"], ssa=m["surface_area"]))
             print(f"| {fmt(t)} | {fmt(info['achieved'])} | {err:.3f} | {m['s2']:.4f} | "
                   f"{100 * m['surface_area']:.1f} % |", flush=True)
-    main_rows = [r for r in rows if r["mode"] != "calibration-only"]
+    if args.verdict:
+        from matgen_core import metrics, quality
+
+        n, seed = sizes[0], seeds[0]
+        raw = generate.generate(run, shape=(n, n, n), seed=seed, device="cpu")  # policy raw
+        ref = runs.load_images(run)[0]
+        k = len(rng["center"])
+        judged = quality.verdict(metrics.compare(ref, raw.array, n_phases=k),
+                                 generator_fractions=raw.info["generator_fractions"],
+                                 step=raw.info.get("step"))
+        checks = ", ".join(f"{c['label']} {c['value']:.3f} ({c['level']})" for c in judged["checks"])
+        print(f"\nquality verdict (Analyze; raw {n}^3 seed {seed} vs the training image): "
+              f"{judged['level']}: {checks}")
+        rows.append(dict(mode="verdict", size=n, seed=seed, level=judged["level"],
+                         checks=judged["checks"], err_pp=0.0))
+    main_rows = [r for r in rows if r["mode"] not in ("calibration-only", "verdict")]
     worst = max(r["err_pp"] for r in main_rows)
     gen = [r["gen_err_pp"] for r in main_rows]
     verdict = "PASS" if worst <= BAR_PP else "FAIL"

@@ -96,6 +96,38 @@ def resolve_policy(policy: str | None, fractions) -> str:
     return policy
 
 
+def policy_token(info: dict | None) -> str | None:
+    """The label policy of a generation record as a short text (the app keeps it in its URL, so a
+    reload makes the same volume): None for raw, "calibrated", or "steered-P0,P1,..." with the
+    targets in percent (e.g. "steered-52.3,35,12.7")."""
+    policy = (info or {}).get("policy", "raw")
+    if policy == "calibrated":
+        return "calibrated"
+    if policy == "steered" and (info or {}).get("target_fractions") is not None:
+        return "steered-" + ",".join(f"{round(100 * float(v), 4):g}" for v in info["target_fractions"])
+    return None
+
+
+def parse_policy_token(token) -> tuple[str, list[float] | None] | None:
+    """(policy, target fractions or None) from :func:`policy_token`'s text; None if it is not one.
+
+    The last phase's target is 1 minus the others (as the app's sliders make it), so a restored
+    request is the same floating-point numbers as the one on screen was."""
+    token = str(token or "")
+    if token in ("raw", "calibrated"):
+        return token, None
+    if not token.startswith("steered-"):
+        return None
+    try:
+        pct = [float(v) for v in token[len("steered-"):].split(",")]
+    except ValueError:
+        return None
+    if len(pct) < 2 or not all(np.isfinite(pct)) or abs(sum(pct) - 100) > 0.5:
+        return None
+    head = [v / 100 for v in pct[:-1]]
+    return "steered", head + [1.0 - sum(head)]
+
+
 def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, policy: str | None = None,
              fractions=None, tile: int | None = None, out_path=None, periodic=(False, False, False),
              device="auto", progress=None, memory_budget_bytes: int | None = None) -> Generated:
@@ -125,7 +157,8 @@ def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, po
             "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
             "phase_values": data.get("phase_values") if data["kind"] == "nphase" else None}
     trainer = build_trainer(run_dir, device, with_data=False)
-    runs.restore_state(trainer, checkpoint, run_dir)  # a foreign checkpoint: a message, no traceback
+    # weights only (no critic or optimiser state); a foreign checkpoint: a message, no traceback
+    runs.restore_state(trainer, checkpoint, run_dir, weights_only=True)
     if config["model"] not in VOLUME_MODELS:
         if policy != "raw":
             raise MatgenInputError(f"Phase-fraction policies are for SliceGAN runs; {config['model']} "

@@ -215,14 +215,24 @@ def load_checkpoint(run_dir, device="cpu") -> dict | None:
     return checkpoint
 
 
-def restore_state(trainer, checkpoint: dict, run_dir) -> None:
+# entries of a trainer's state that only training needs (critic/discriminator and optimisers)
+TRAINING_ONLY_STATE = ("critics", "discriminator")
+
+
+def restore_state(trainer, checkpoint: dict, run_dir, weights_only: bool = False) -> None:
     """Load a checkpoint's weights into ``trainer``; MatgenInputError if they do not fit it.
 
     A checkpoint of another architecture (other layer sizes, another model) fails here with a
-    message instead of torch's size-mismatch traceback.
+    message instead of torch's size-mismatch traceback. ``weights_only`` (generation): leave out
+    the critic and optimiser states, which sampling does not use; so a run whose optimiser was
+    built for fewer parameters (a conditional SliceGAN from before ``cond_shift``) still generates.
     """
+    state = checkpoint["state"]
+    if weights_only:
+        skip = set(TRAINING_ONLY_STATE) | set(trainer.optimizers())
+        state = {k: v for k, v in state.items() if k not in skip}
     try:
-        trainer.load_state_dict(checkpoint["state"])
+        trainer.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
         path = Path(run_dir) / "checkpoints" / "latest.pt"
         raise MatgenInputError(

@@ -95,8 +95,9 @@ EXAMPLE_NAME = "example electrode (bundled)"
 DEMO_RUN = ROOT / "assets" / "demo_model"
 DEMO_SHAPE = (64, 64, 64)
 # URL query parameters that hold where the user is, so a reload (or a shared link) restores it:
-# ?dataset=<saved dataset folder>&run=<run folder name>&gen=<seed>-<Z>x<Y>x<X>
-QP_DATASET, QP_RUN, QP_GEN, QP_SESSION = "dataset", "run", "gen", "session"
+# ?dataset=<saved dataset folder>&run=<run folder name>&gen=<seed>-<Z>x<Y>x<X>&policy=<label policy>
+# (policy: absent for raw, "calibrated" or "steered-P0,P1,..."; generate.policy_token)
+QP_DATASET, QP_RUN, QP_GEN, QP_POLICY, QP_SESSION = "dataset", "run", "gen", "policy", "session"
 
 
 def session_token() -> str:
@@ -151,7 +152,7 @@ def init_state() -> None:
         set_run(default_run())
     gen = qp.get(QP_GEN)
     if gen and current_run() is not None:
-        restore_generated(current_run(), gen)
+        restore_generated(current_run(), gen, qp.get(QP_POLICY))
 
 
 def default_run() -> Path | None:
@@ -178,9 +179,16 @@ def parse_gen_token(token: str) -> tuple[int, tuple[int, ...]] | None:
         return None
 
 
-def restore_generated(run_dir: Path, token: str) -> None:
-    """Generate again what the URL says was on screen (same run, seed and size: the same
-    volume under the default raw policy; a calibrated or steered choice is not in the URL)."""
+def fraction_keys(run_dir, n: int) -> list[str]:
+    """Session keys of the Generate page's sliders of phases 0..n-2 (per run, so each run keeps
+    its own)."""
+    return [f"gen_frac_{Path(run_dir).name}_{k}" for k in range(n - 1)]
+
+
+def restore_generated(run_dir: Path, token: str, policy: str | None = None) -> None:
+    """Generate again what the URL says was on screen: the same run, seed, size and label policy
+    (``policy``: ``generate.policy_token``'s text; absent = raw) give the same volume. The
+    Generate page's policy choice and sliders are set to match."""
     import time
     import uuid
 
@@ -191,6 +199,12 @@ def restore_generated(run_dir: Path, token: str) -> None:
         return
     seed, dims = parsed
     kwargs = dict(count=dims[0]) if len(dims) == 1 else dict(shape=dims)
+    chosen = generate.parse_policy_token(policy) if policy else None
+    if policy and chosen is None:
+        st.session_state.restore_notes.append(f"The label policy '{policy}' in the link is not one "
+                                              f"MatGen writes; the volume is shown raw.")
+    if chosen is not None and len(dims) == 3:
+        kwargs["policy"], kwargs["fractions"] = chosen
     t0 = time.perf_counter()
     try:
         with st.spinner("Restoring the generated volume..."):
@@ -202,16 +216,27 @@ def restore_generated(run_dir: Path, token: str) -> None:
     st.session_state.generated_meta = dict(run=str(run_dir), run_name=run_dir.name, seed=seed,
                                            token=uuid.uuid4().hex, restored=True,
                                            seconds=time.perf_counter() - t0)
+    _restore_policy_widgets(run_dir, kwargs.get("policy", "raw"), kwargs.get("fractions"))
 
 
-def sync_query_params() -> None:
-    """Write where the user is into the URL (app.py calls it after every page), so a reload
-    comes back to the same dataset, run and generated volume."""
+def _restore_policy_widgets(run_dir: Path, policy: str, targets) -> None:
+    """The Generate page's controls as they were when the restored volume was made."""
     ss = st.session_state
+    ss.gen_frac_on = policy == "steered"
+    if policy == "steered":
+        for key, value in zip(fraction_keys(run_dir, len(targets)), targets):
+            ss[key] = round(100 * value, 1)
+    else:
+        ss.gen_policy = policy
+
+
+def wanted_query_params(ss) -> dict:
+    """The URL query parameters for session state ``ss`` (a mapping): dataset, run, generated
+    volume (seed and size) and its label policy, session token."""
     want = {}
     if ss.get("dataset_key"):
-        want[QP_DATASET] = ss.dataset_key
-    run = current_run()
+        want[QP_DATASET] = ss["dataset_key"]
+    run = Path(ss["run_dir"]) if ss.get("run_dir") else None
     if run is not None and run.parent.resolve() == runs_home().resolve():
         want[QP_RUN] = run.name
     gen, meta = ss.get("generated"), ss.get("generated_meta") or {}
@@ -219,10 +244,22 @@ def sync_query_params() -> None:
         a = gen.array
         dims = (a.shape[0],) if gen.model != "slicegan" else a.shape[:3]
         want[QP_GEN] = gen_token(meta.get("seed", 0), dims)
+        from matgen_core.generate import policy_token
+
+        policy = policy_token(getattr(gen, "info", None))
+        if policy:
+            want[QP_POLICY] = policy
     if ss.get("session_token"):
-        want[QP_SESSION] = ss.session_token
+        want[QP_SESSION] = ss["session_token"]
+    return want
+
+
+def sync_query_params() -> None:
+    """Write where the user is into the URL (app.py calls it after every page), so a reload
+    comes back to the same dataset, run, generated volume and label policy."""
+    want = wanted_query_params(st.session_state)
     qp = st.query_params
-    for k in (QP_DATASET, QP_RUN, QP_GEN, QP_SESSION):
+    for k in (QP_DATASET, QP_RUN, QP_GEN, QP_POLICY, QP_SESSION):
         if k in want and qp.get(k) != want[k]:
             qp[k] = want[k]
         elif k not in want and k in qp:
@@ -284,12 +321,16 @@ def reset_keys(prefix: str) -> None:
 
 
 def export_bytes(gen, fmt: str) -> bytes:
-    """The generated data as a file in ``fmt`` ("tiff", "npy", "vti", "png" = zip of PNGs)."""
+    """The generated data as a file in ``fmt`` ("tiff", "npy", "vti", "png" = zip of PNGs, or
+    "record" = the generation record, the ``<name>.npy.json`` sidecar of a .npy)."""
     import inspect
     import io as _bio
     import zipfile
 
     from matgen_core import io
+
+    if fmt == "record":
+        return io.generation_json(getattr(gen, "info", None) or {}).encode()
 
     extra = dict(voxel_size=gen.voxel_size, unit=gen.unit, phase_values=gen.phase_values,
                  kind=gen.kind, generation=getattr(gen, "info", None) or None)

@@ -42,6 +42,14 @@ def main() -> None:
                 f"Download {ext}", data=_ui.export_callable(gen, fmt), file_name=base + ext,
                 mime=mime, key=f"dl_{fmt}", icon=":material/download:", on_click="ignore",
                 type="primary" if fmt == "tiff" else "secondary")
+            if fmt == "npy" and getattr(gen, "info", None):
+                st.download_button(
+                    "Record .npy.json", data=_ui.export_callable(gen, "record"),
+                    file_name=base + ".npy.json", mime="application/json", key="dl_record",
+                    icon=":material/description:", on_click="ignore",
+                    help="How the volume was made (label policy, bias, fractions, seed, run): keep "
+                         "it next to the .npy; matgen_core.io.read_generation_info reads it. The "
+                         "TIFF and VTI files carry it inside.")
 
     if not is_volume:
         from matgen_core import render

@@ -186,17 +186,12 @@ def view_slices(arr, kind: str, n: int) -> None:
         _ui.phase_legend(range(n))
 
 
-def fraction_keys(run_dir, n: int) -> list[str]:
-    """Session keys of the sliders of phases 0..n-2 (per run, so each run keeps its own)."""
-    return [f"gen_frac_{Path(run_dir).name}_{k}" for k in range(n - 1)]
-
-
 def requested_fractions(run_dir, rng: dict | None) -> list[float] | None:
     """What the sliders ask for (fraction units; the last phase is the rest), None when off."""
     ss = st.session_state
     if rng is None or not ss.get("gen_frac_on"):
         return None
-    keys = fraction_keys(run_dir, rng["n_phases"])
+    keys = _ui.fraction_keys(run_dir, rng["n_phases"])
     vals = [float(ss.get(key, round(100 * rng["center"][k], 1))) / 100 for k, key in enumerate(keys)]
     return vals + [1.0 - sum(vals)]
 
@@ -228,7 +223,7 @@ def fraction_controls(run_dir, rng: dict | None, why: str, shape: tuple) -> None
                           "in tiles; the file records which it was.")
             return
         spread = _ui.fraction_spread(str(run_dir), tuple(shape))
-        keys = fraction_keys(run_dir, n)
+        keys = _ui.fraction_keys(run_dir, n)
 
         def reset() -> None:
             for k, key in enumerate(keys):

@@ -209,7 +209,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     at.switch_page("pages/export.py").run()
     check(at)
     names = sorted(captured)
-    assert [Path(n).suffix for n in names] == [".npy", ".tif", ".vti"], names
+    assert [Path(n).suffix for n in names] == [".npy", ".json", ".tif", ".vti"], names
     import tifffile
 
     tif = next(n for n in names if n.endswith(".tif"))
@@ -545,3 +545,102 @@ def test_home_shows_the_demo_model_volume(home):
     again = new_app()
     assert "demo model (bundled)" in sidebar_texts(again)
     assert any("Demo model (bundled)" in m.value for m in again.markdown)  # ready at once now
+
+
+# --- issue 14: the label policy survives a reload; the .npy download has its record ---
+
+
+def _spy_downloads(monkeypatch) -> dict:
+    """file name -> the callable behind each st.download_button made from now on."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    captured = {}
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        captured[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    return captured
+
+
+def reload_with(run: Path, gen: str, policy: str | None) -> AppTest:
+    fresh = AppTest.from_file(APP, default_timeout=180)
+    fresh.query_params["run"] = run.name
+    fresh.query_params["gen"] = gen
+    if policy is not None:
+        fresh.query_params["policy"] = policy
+    fresh.run()
+    check(fresh)
+    return fresh
+
+
+def test_reload_restores_steered_and_calibrated_volumes_and_npy_record(home, monkeypatch, tmp_path):
+    """A steered (then a calibrated) volume comes back after a reload as the same volume, with the
+    Generate page's controls as they were; the Export page offers the .npy's record
+    (<name>.npy.json), which read_generation_info reads next to the .npy."""
+    from matgen_core import fractions, generate, io, runs, train
+
+    run = home / "pol"
+    runs.create_run(run, "slicegan", [io.read_micrograph(EXAMPLE)], preset="quick", overrides=TINY)
+    train.train(run, steps=2, device="cpu")
+    rng = fractions.supported_range(run)
+    n = rng["n_phases"]
+    at = new_app()
+    at.switch_page("pages/generate.py").run()
+    check(at)
+    at.toggle(key="gen_frac_on").set_value(True).run()
+    target0 = round(100 * rng["center"][0] + 5, 1)
+    at.slider(key="gen_frac_pol_0").set_value(target0).run()
+    for k in ("gen_z", "gen_y", "gen_x"):
+        at.number_input(key=k).set_value(32)
+    next(b for b in at.button if b.label == "Generate").click().run(timeout=180)
+    check(at)
+    gen = at.session_state["generated"]
+    assert gen.policy == "steered"
+    token = generate.policy_token(gen.info)
+    assert token.startswith("steered-") and generate.parse_policy_token(token)[0] == "steered"
+    # what app.py writes into the URL (AppTest runs only the page after switch_page)
+    from pages import _ui
+
+    url = _ui.wanted_query_params({k: at.session_state[k] for k in ("run_dir", "generated",
+                                                                   "generated_meta")})
+    assert url == {"run": "pol", "gen": "0-32x32x32", "policy": token}
+
+    # Export: the .npy and its record
+    captured = _spy_downloads(monkeypatch)
+    at.switch_page("pages/export.py").run()
+    check(at)
+    rec = next(n for n in captured if n.endswith(".npy.json"))
+    npy = rec[: -len(".json")]
+    assert npy in captured
+    (tmp_path / npy).write_bytes(_as_bytes(captured[npy]()))
+    (tmp_path / rec).write_bytes(_as_bytes(captured[rec]()))
+    info = io.read_generation_info(tmp_path / npy)
+    assert info["policy"] == "steered" and info == json.loads(json.dumps(gen.info))
+    assert np.array_equal(np.load(tmp_path / npy), gen.array)
+
+    # a reload: the same steered volume, and the sliders as they were
+    again = reload_with(run, "0-32x32x32", token)
+    back = again.session_state["generated"]
+    assert back.policy == "steered" and np.array_equal(back.array, gen.array)
+    assert np.allclose(back.info["target_fractions"], gen.info["target_fractions"], atol=1e-12)
+    again.switch_page("pages/generate.py").run(timeout=180)
+    check(again)
+    assert again.toggle(key="gen_frac_on").value is True
+    assert again.slider(key="gen_frac_pol_0").value == pytest.approx(target0)
+    assert any("label policy **steered**" in m.value for m in again.markdown)
+    assert not any("Session State" in w.value for w in again.warning)  # widgets set cleanly
+
+    # calibrated: restored as calibrated, the radio says so
+    cal = reload_with(run, "0-32x32x32", "calibrated")
+    assert cal.session_state["generated"].policy == "calibrated"
+    cal.switch_page("pages/generate.py").run(timeout=180)
+    check(cal)
+    assert cal.toggle(key="gen_frac_on").value is False
+    assert cal.radio(key="gen_policy").value == "calibrated"
+    # a policy MatGen does not write: raw, with a note
+    bad = reload_with(run, "0-32x32x32", "steered-1,2")
+    assert bad.session_state["generated"].policy == "raw"
+    assert "is not one MatGen writes" in sidebar_texts(bad) + texts(bad)

@@ -195,3 +195,57 @@ def test_averaged_generator_statistics_are_estimated_over_the_trained_range():
     tr._condition = lambda z, targets: (seen.append(targets), original(z, targets))[1]
     tr.sampling_generator  # stale after the step: statistics re-estimated
     assert seen and all(s is not None and s.shape[0] == z for s, z in zip(seen, [2] * len(seen)))
+
+
+def _make_legacy(run):
+    """Turn a fresh conditional run's checkpoint into one saved before ``cond_shift`` existed:
+    no cond_shift weights in the generators, an optimiser over the other parameters only."""
+    ck = runs.load_checkpoint(run)
+    st = ck["state"]
+    for name in ("generator", "generator_ema"):
+        st[name] = {k: v for k, v in st[name].items() if not k.startswith("cond_shift.")}
+    tr = train.build_trainer(run, "cpu", with_data=False)
+    names = [n for n, _ in tr.generator.named_parameters()]
+    keep = [i for i, n in enumerate(names) if not n.startswith("cond_shift.")]
+    assert len(keep) < len(names)
+    remap = {old: new for new, old in enumerate(keep)}
+    opt = st["opt_g"]
+    assert len(opt["param_groups"][0]["params"]) == len(names)
+    opt["state"] = {remap[i]: v for i, v in opt["state"].items() if i in remap}
+    opt["param_groups"][0]["params"] = list(range(len(keep)))
+    torch.save(ck, run / "checkpoints" / "latest.pt")
+
+
+def test_conditional_run_from_before_cond_shift_generates_but_resume_refuses(tmp_path, capsys):
+    run = make_run(tmp_path, blobs(64, fraction=0.35), 2, steps=2, conditional=True)
+    _make_legacy(run)
+    before = (run / "checkpoints" / "latest.pt").read_bytes()
+    # generation loads the weights only (not the optimiser built for fewer parameters)
+    res = generate.generate(run, shape=(32, 32, 32), seed=0, device="cpu", policy="calibrated")
+    assert res.array.shape == (32, 32, 32) and res.info["conditional"]
+    out = tmp_path / "v.npy"
+    assert cli.main(["generate", str(run), "--out", str(out), "--size", "32"]) == 0
+    capsys.readouterr()
+    # resuming its training: one clear line saying what to do, no traceback, nothing changed
+    assert cli.main(["train", "slicegan", "--resume", "--out", str(run), "--steps", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "older version" in err and "still generates" in err and "--set conditional=true" in err
+    assert (run / "checkpoints" / "latest.pt").read_bytes() == before
+    assert [r["step"] for r in runs.read_losses(run)] == [1, 2]
+    with pytest.raises(MatgenInputError, match="cannot be continued"):
+        train.train(run, steps=4, preview_every=0)
+
+
+def test_policy_token_round_trip():
+    """The label policy as the app keeps it in its URL (generate.policy_token / parse)."""
+    info = {"policy": "steered", "target_fractions": [0.523, 0.35, 1 - 0.523 - 0.35]}
+    token = generate.policy_token(info)
+    assert token == "steered-52.3,35,12.7"
+    policy, t = generate.parse_policy_token(token)
+    assert policy == "steered" and t[:2] == [0.523, 0.35] and t[2] == 1.0 - (0.523 + 0.35)
+    assert generate.policy_token({"policy": "calibrated", "bias": [0.1, -0.1]}) == "calibrated"
+    assert generate.policy_token({"policy": "raw"}) is None and generate.policy_token(None) is None
+    assert generate.parse_policy_token("calibrated") == ("calibrated", None)
+    for bad in ("", "steered", "steered-", "steered-a,b", "steered-1,2", "steered-nan,100", "bias"):
+        assert generate.parse_policy_token(bad) is None, bad

@@ -34,6 +34,7 @@ from .read import declared_phase_count, detect_kind, read_micrograph, read_phase
 from .segmentation import MAX_SEGMENT_PHASES, segment
 from .units import UNIT_ALIASES, canonical_unit
 from .write import (
+    generation_json,
     generation_sidecar,
     needs_bigtiff,
     read_generation_info,
@@ -50,6 +51,6 @@ __all__ = [
     "Micrograph", "read_micrograph", "detect_kind", "require_phases", "read_volume", "read_phase_table",
     "declared_phase_count",
     "segment", "MAX_SEGMENT_PHASES", "write_tiff", "write_npy", "write_vti", "to_bytes", "needs_bigtiff",
-    "write_bigtiff_planes", "write_npy_slabs", "generation_sidecar", "set_generation_info",
+    "write_bigtiff_planes", "write_npy_slabs", "generation_json", "generation_sidecar", "set_generation_info",
     "read_generation_info", "crop_downsample", "prepare_dataset", "UNIT_ALIASES", "canonical_unit",
 ]

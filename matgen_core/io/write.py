@@ -170,8 +170,8 @@ def to_bytes(volume, fmt: str, *, voxel_size: float | None = None, unit: str = "
 
     ``fmt`` is "tif" (``write_tiff``, with all metadata), "npy" (``write_npy``), "vti"
     (``write_vti``, voxel_size only) or "png" (a 2D image, uint8 as for ``write_tiff``; no metadata).
-    ``generation``: the generation record, stored in "tif" and "vti" (a .npy download has no room
-    for it: its sidecar is a separate file).
+    ``generation``: the generation record, stored in "tif" and "vti" (a .npy has no room for it:
+    its sidecar ``<name>.npy.json`` is a separate file, made by :func:`generation_json`).
     """
     fmt = fmt.lower().lstrip(".")
     buffer = io.BytesIO()
@@ -221,6 +221,11 @@ def _as_uint8(volume) -> tuple[np.ndarray, bool]:
     )
 
 
+def generation_json(generation: dict) -> str:
+    """The generation record as the text of a ``<name>.npy.json`` sidecar (also a download)."""
+    return json.dumps(generation, indent=1)
+
+
 def generation_sidecar(path) -> Path:
     """The JSON file next to a .npy that holds its generation record: ``vol.npy`` -> ``vol.npy.json``."""
     path = Path(path)
@@ -237,7 +242,7 @@ def set_generation_info(path, generation: dict) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        generation_sidecar(path).write_text(json.dumps(generation, indent=1))
+        generation_sidecar(path).write_text(generation_json(generation))
     elif suffix in (".tif", ".tiff"):
         text = tifffile.tiffcomment(path) or ""
         try:  # tifffile's JSON description (BigTIFF)
