@@ -110,7 +110,7 @@ def dihedral(crops: torch.Tensor, generator: torch.Generator | None = None) -> t
     flips): for an isotropic material the training image's own orientation carries no meaning,
     and without this the axis that is a row in one slicing direction and a column in another (Y)
     must fit two different in-plane orientations (augment_dihedral, isotropic runs only)."""
-    flips = torch.randint(0, 2, (3, crops.shape[0]), generator=generator).bool()
+    flips = torch.randint(0, 2, (3, crops.shape[0]), generator=generator).bool().to(crops.device)
     out = torch.where(flips[0, :, None, None, None], crops.transpose(2, 3), crops)
     out = torch.where(flips[1, :, None, None, None], out.flip(2), out)
     return torch.where(flips[2, :, None, None, None], out.flip(3), out)
@@ -214,11 +214,20 @@ class SliceGANTrainer:
         return self.samplers[axis].sample(count)
 
     # -- training -----------------------------------------------------------------------------
+    def _oriented(self, images: torch.Tensor, axis: int) -> torch.Tensor:
+        """``augment_dihedral`` (isotropic runs only): each real crop AND each fake slice in a random
+        orientation of the square. Real crops alone were not enough: the fake slices keep their
+        fixed orientation, so the volume's Y axis (a row in Z slices, a column in X slices) stays
+        distinguishable from Z and X and the critic can judge it differently (docs/fidelity.md).
+        Otherwise ``images`` unchanged."""
+        if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
+            return dihedral(images)
+        return images
+
     def _real(self, axis: int, targets: torch.Tensor | None) -> torch.Tensor:
         """Real crops for slicing direction ``axis``, augmented, on the device."""
         real = self._real_crops(axis, targets, self.config["real_batch"])
-        if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
-            real = dihedral(real)
+        real = self._oriented(real, axis)
         return real.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _fraction_loss(self, fake: torch.Tensor, targets: torch.Tensor | None):
@@ -281,7 +290,7 @@ class SliceGANTrainer:
                 loss = 0.0
                 for index, axes in update:
                     reals = [self._real(axis, targets) for axis in axes]
-                    fakes = [slices(fake, axis, count).float() for axis in axes]
+                    fakes = [self._oriented(slices(fake, axis, count).float(), axis) for axis in axes]
                     with self._autocast():
                         parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
                     loss = loss + parts["loss"].sum()
@@ -299,7 +308,7 @@ class SliceGANTrainer:
                 fake = self.generator(self._condition(self._noise(gen_bs, lz), targets))
             g_loss = 0.0
             for index, axes in groups:
-                fake_slices = torch.cat([slices(fake, axis, count) for axis in axes])
+                fake_slices = torch.cat([self._oriented(slices(fake, axis, count), axis) for axis in axes])
                 with self._autocast():
                     scores = self.critics[index](fake_slices)
                 g_loss = g_loss - scores.view(len(axes), -1).mean(1).sum()
