@@ -403,3 +403,23 @@ def test_conditional_run_resumes_as_conditional(tmp_path):
     assert type(train.build_trainer(run, device="cpu", with_data=False)) is ConditionalSliceGANTrainer
     assert train.train(run, steps=2, preview_every=0)["step"] == 2
     assert [r["step"] for r in runs.read_losses(run)] == [1, 2]
+
+
+def test_stationarity_loss_finds_a_plane_modulation_and_pushes_against_it():
+    tr = tiny_trainer([blobs(64)], stationarity_weight=2.0)
+    side = tr.train_size
+    wave = 0.1 * torch.sin(2 * torch.pi * torch.arange(side) / side).view(1, side, 1)  # along Y
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):  # noisy batches that all share the same modulation of phase 1 along Y
+        p1 = (0.5 + wave + 0.2 * torch.randn(2, side, side, side, generator=gen)).clamp(0, 1)
+        fake = torch.stack([1 - p1, p1], dim=1).requires_grad_(True)
+        loss, largest = tr._stationarity_loss(fake)
+    assert 0.07 < largest < 0.13, largest  # the running estimate recovers the 0.1 amplitude
+    loss.backward()
+    grad_y = fake.grad[:, 1].sum(dim=(0, 1, 3))  # gradient on phase 1, per Y plane
+    high, low = side // 4, 3 * side // 4  # where the wave is +0.1 and -0.1
+    assert grad_y[high] > 0 > grad_y[low], "descending the loss must flatten the profile"
+    grad_z = fake.grad[:, 1].sum(dim=(0, 2, 3))
+    assert grad_z.abs().max() < 0.1 * grad_y.abs().max(), "along Z (no modulation) only noise"
+    off = tiny_trainer([blobs(64)])
+    assert off._stationarity_loss(fake) == (0.0, 0.0)
