@@ -32,6 +32,7 @@ from .errors import DiskFullError, MatgenInputError, is_disk_full, os_error_mess
 from .io import Micrograph
 from . import config_check
 from .models import MODEL_NAMES, presets
+from .models.conditional import NEW_CONDITIONAL_RUN_FRACTION_WEIGHT
 
 CONFIG_VERSION = 1
 
@@ -270,6 +271,8 @@ def create_run(run_dir, model: str, micrographs: list[Micrograph], preset: str =
         raise MatgenInputError(f"Unknown setting(s) {', '.join(unknown)} for {model}; known: "
                                f"{', '.join(sorted(model_config))}.")
     model_config.update(overrides or {})
+    if model == "slicegan" and model_config.get("conditional") and "fraction_weight" not in (overrides or {}):
+        model_config["fraction_weight"] = NEW_CONDITIONAL_RUN_FRACTION_WEIGHT
     model_config.update(kind=first.kind, n_phases=first.n_phases, num_images=len(micrographs))
     config_check.check_model_config(model, model_config, all_presets[preset], changed=overrides or {})
     config_check.check_images_fit(model, model_config, [m.shape for m in micrographs],

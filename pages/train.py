@@ -270,7 +270,9 @@ def new_run_form(ds) -> None:
         if c1.checkbox("Train for phase-fraction control", key="new_conditional",
                        help="The generator also learns to make other phase fractions than the "
                             "training image's (within the range), so the Generate page's sliders "
-                            "change the structure itself, not just a threshold. Slower to train."):
+                            "change the structure itself, not just a threshold. Slower to train. The "
+                            "phase-fraction loss weight becomes 2000 unless you changed it above "
+                            "(docs/fractions.md)."):
             radius = c2.slider("Range (± percentage points per phase)", 2, 20, 10, key="new_fraction_range")
             overrides.update(conditional=True, fraction_range=radius / 100)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(ds[0].source or "data").stem)[:24].strip("-")

@@ -76,6 +76,15 @@ def test_conditional_training_steps_log_fraction_error(tmp_path):
                    fraction_range=0.1)
     cfg = runs.load_config(run)["model_config"]
     assert cfg["conditional"] is True and cfg["fraction_range"] == 0.1
+    # a new conditional run gets the measured conditional density-loss weight, not the preset's
+    from matgen_core.models.conditional import NEW_CONDITIONAL_RUN_FRACTION_WEIGHT
+    assert cfg["fraction_weight"] == NEW_CONDITIONAL_RUN_FRACTION_WEIGHT != PRESETS["quick"]["fraction_weight"]
+    def weight_of(name, **over):
+        made = runs.create_run(tmp_path / name, "slicegan", [micrograph(blobs(64), 2)], preset="quick",
+                               overrides={**TINY_SLICEGAN, **over})
+        return runs.load_config(made)["model_config"]["fraction_weight"]
+    assert weight_of("own", conditional=True, fraction_weight=50.0) == 50.0  # an explicit choice wins
+    assert weight_of("plain") == PRESETS["quick"]["fraction_weight"]
     rows = runs.read_losses(run)
     assert [r["step"] for r in rows] == [1, 2] and all(r["fraction_error"] > 0 for r in rows)
     rng = fractions.supported_range(run)

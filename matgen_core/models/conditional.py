@@ -18,6 +18,10 @@ from .slicegan_networks import Generator
 # fraction_range: targets are sampled within +- this many (fraction units) of the training image's
 # (both keys are in every preset, slicegan_presets.py).
 DEFAULT_CONDITIONAL_FRACTION_WEIGHT = 10.0  # density-loss weight when fraction_weight is 0
+# a new conditional run's fraction_weight unless set explicitly (runs.create_run): the presets'
+# own weight (10, for the unconditional density loss) leaves the generator alone 5-7 pp off its
+# targets; measured in docs/fractions.md
+NEW_CONDITIONAL_RUN_FRACTION_WEIGHT = 2000.0
 FRACTION_TEMPERATURE = 0.1  # conditional density loss: sharpened probabilities, close to argmax
 
 
