@@ -196,16 +196,7 @@ def test_train_generate_analyze_export(home, monkeypatch):
     assert any(m.label == "Tortuosity factor" for m in at.metric)
 
     # Export: the bytes behind the download buttons read back as the volume
-    captured = {}
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    original = MediaFileManager.add_deferred
-
-    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
-        captured[file_name] = data_callable
-        return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    captured = _spy_downloads(monkeypatch)
     at.switch_page("pages/export.py").run()
     check(at)
     names = sorted(captured)
