@@ -100,24 +100,12 @@ def check_budget(steps, max_minutes) -> None:
 
 
 def _check_resumable(trainer, checkpoint: dict, run_dir) -> None:
-    """MatgenInputError for a checkpoint this version can generate from but not train on.
-
-    A conditional SliceGAN saved before the condition entered after each normalisation
-    (``cond_shift``, issue #14) was trained with the code at the generator's input, and its
-    optimiser holds fewer parameters. Continuing it would mix the two designs, and its next
-    checkpoint (now with ``cond_shift``) would load as the new design: a different model. So it
-    is refused, with what to do instead.
-    """
-    state = checkpoint.get("state", {})
-    generator = state.get("generator")
-    if (getattr(trainer, "conditional", False) and isinstance(generator, dict)
-            and not any(str(k).startswith("cond_shift.") for k in generator)):
-        r = getattr(trainer, "config", {}).get("fraction_range", 0.1)
-        raise MatgenInputError(
-            f"{run_dir} is a conditional SliceGAN from an older version (the phase-fraction code "
-            f"entered at the generator's input); it still generates volumes, but its training "
-            f"cannot be continued. Train a new run with the same settings instead (matgen train "
-            f"slicegan IMAGE --out NEW_FOLDER --set conditional=true --set fraction_range={r:g}).")
+    """MatgenInputError when the trainer says this checkpoint can be generated from but not
+    trained on (its optional ``resume_problem(state)``; e.g. an older conditional SliceGAN)."""
+    check = getattr(trainer, "resume_problem", None)
+    problem = check(checkpoint.get("state", {})) if check is not None else None
+    if problem:
+        raise MatgenInputError(f"{run_dir} {problem}")
 
 
 def _train_locked(run_dir, config, steps, max_minutes, device, main, callbacks, stop, log_every,

@@ -142,6 +142,23 @@ class ConditionalSliceGANTrainer(SliceGANTrainer):
         state["fraction_center"] = self.fraction_center.clone()  # centre of the trained range
         return state
 
+    def resume_problem(self, state: dict) -> str | None:
+        """Why training cannot continue from checkpoint ``state``, or None.
+
+        A conditional SliceGAN saved before the condition entered after each normalisation
+        (``cond_shift``, issue #14) was trained with the code at the generator's input, and its
+        optimiser holds fewer parameters. Continuing it would mix the two designs, and its next
+        checkpoint (now with ``cond_shift``) would load as the new design: a different model.
+        """
+        generator = state.get("generator")
+        if isinstance(generator, dict) and not any(str(k).startswith("cond_shift.") for k in generator):
+            r = self.config.get("fraction_range", 0.1)
+            return (f"is a conditional SliceGAN from an older version (the phase-fraction code "
+                    f"entered at the generator's input); it still generates volumes, but its training "
+                    f"cannot be continued. Train a new run with the same settings instead (matgen train "
+                    f"slicegan IMAGE --out NEW_FOLDER --set conditional=true --set fraction_range={r:g}).")
+        return None
+
     def load_state_dict(self, state: dict) -> None:
         if "fraction_center" in state:
             self.fraction_center = state["fraction_center"].detach().float().cpu().clone()
