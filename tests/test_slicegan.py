@@ -423,3 +423,37 @@ def test_stationarity_loss_finds_a_plane_modulation_and_pushes_against_it():
     assert grad_z.abs().max() < 0.1 * grad_y.abs().max(), "along Z (no modulation) only noise"
     off = tiny_trainer([blobs(64)])
     assert off._stationarity_loss(fake) == (0.0, 0.0)
+
+
+def test_expected_cube_variance_matches_a_3d_truth_from_one_of_its_slices():
+    from matgen_core import synthetic
+    from matgen_core.models.slicegan import expected_cube_variance
+
+    truth = synthetic.thresholded_grf((96, 96, 96), (0.6, 0.4), correlation_length=4.0, seed=0)
+    for side in (8, 16):
+        n = 96 // side
+        blocks = (truth == 1).reshape(n, side, n, side, n, side).mean((1, 3, 5))
+        estimate = expected_cube_variance([truth[48]], 2, side)[1]
+        assert 0.6 < estimate / blocks.var() < 1.6, (side, estimate, blocks.var())
+    assert expected_cube_variance([truth[48]], 2, 8)[1] > 2 * expected_cube_variance([truth[48]], 2, 16)[1]
+
+
+def test_volume_fraction_loss_pushes_only_the_spread_beyond_the_expected_one():
+    tr = tiny_trainer([blobs(64)], volume_fraction_weight=100.0)
+    t = float(tr.target_fractions[1])
+    side = tr.train_size
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # volumes whose phase-1 fraction is off by +-0.15 around the target
+        shift = torch.tensor([0.15, -0.15]).view(2, 1, 1, 1)
+        p1 = (t + shift + 0.05 * torch.randn(2, side, side, side, generator=gen)).clamp(0, 1)
+        fake = torch.stack([1 - p1, p1], dim=1).requires_grad_(True)
+        loss, spread = tr._volume_fraction_loss(fake)
+    assert 0.18 < spread < 0.24, spread  # sqrt(2 phases * 0.15^2) = 0.21
+    loss.backward()
+    grad = fake.grad[:, 1].sum(dim=(1, 2, 3))
+    assert grad[0] > 0 > grad[1], "descending the loss moves each volume towards the target"
+    tr.expected_spread = 1.0  # a material that varies more than that: nothing to push
+    tr._spread_average, tr._spread_steps = 0.0, 0
+    loss, _ = tr._volume_fraction_loss(fake)
+    assert loss.item() == 0.0
+    assert tiny_trainer([blobs(64)])._volume_fraction_loss(fake) == (0.0, 0.0)

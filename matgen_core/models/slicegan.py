@@ -44,6 +44,7 @@ from .slicegan_networks import (
 from .slicegan_presets import PRESETS
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
+SPREAD_DECAY = 0.98  # running average of the per-volume fraction spread (~50 generator steps)
 
 
 def slices(volumes: torch.Tensor, axis: int, count: int | None = None,
@@ -158,6 +159,8 @@ class SliceGANTrainer:
         self.generator_ema = copy.deepcopy(self.generator).eval() if self.ema_decay > 0 else None
         self.ema_updates = 0
         self._profile_average, self._profile_steps = None, 0  # see _stationarity_loss
+        self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
+        self.expected_spread = None  # see _volume_fraction_loss
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -171,6 +174,8 @@ class SliceGANTrainer:
             if self.kind == "nphase":  # target fractions: the training images' own
                 fr = image_fractions(images, self.n_phases)
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
+                if c.get("volume_fraction_weight"):
+                    self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
 
     @classmethod
     def create(cls, config, images, device):
@@ -314,7 +319,8 @@ class SliceGANTrainer:
                 g_loss = g_loss - scores.view(len(axes), -1).mean(1).sum()
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
-            g_loss = g_loss + frac_loss + stat_loss
+            spread_loss, spread = self._volume_fraction_loss(fake)
+            g_loss = g_loss + frac_loss + stat_loss + spread_loss
             g_loss.backward()
         finally:
             self.critics.requires_grad_(True)
@@ -322,7 +328,40 @@ class SliceGANTrainer:
         self._update_ema()
         return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
                 "gradient_penalty": gp_total / 3, "fraction_error": frac_err,
-                **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {})}
+                **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {}),
+                **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {})}
+
+    def _volume_fraction_loss(self, fake: torch.Tensor):
+        """Penalty on the spread of the phase fractions from one training volume to the next.
+
+        A generator with independent latent cells can drift: a neighbourhood of cells that all
+        lean towards one phase makes a region rich in it. A packed real material does not (the
+        electrode's 64^3 blocks differ by 2.8 pp in NMC fraction, its 128^3 crops by 0.4 pp), but
+        generated volumes did (4 pp at 64^3, 1.2-1.9 pp between whole 128^3 volumes, planes
+        with 18 % NMC where the truth's lowest has 30 %), and the 2D critic, judging one slice
+        at a time, does not see it. The batch-mean density loss (``fraction_weight``) does not
+        either: it only constrains the mean over the batch.
+
+        ``d_b = sum_k (f_bk - t_k)^2`` for each training volume ``b`` (soft fractions ``f``,
+        training fractions ``t``); the loss is ``volume_fraction_weight * g * mean_b d_b``, where
+        the gain ``g = max(0, 1 - E / D)`` compares a running average ``D`` of ``mean_b d_b``
+        (``SPREAD_DECAY``, bias-corrected, detached) with ``E``, the spread a volume of this size
+        cut from an isotropic material with the training image's two-point statistics would have
+        (:func:`expected_cube_variance`): the loss pushes only the spread in excess of the real
+        material's and fades out as the generator reaches it. Returns ``(loss, sqrt(D))`` (the
+        running root-mean-square fraction gap of one volume, summed over phases), or
+        ``(0.0, 0.0)`` when ``volume_fraction_weight`` is 0 or the data are not n-phase.
+        """
+        weight = float(self.config.get("volume_fraction_weight", 0.0) or 0.0)
+        if weight <= 0 or self.kind != "nphase" or self.expected_spread is None:
+            return 0.0, 0.0
+        gaps = ((fake.float().mean(dim=(2, 3, 4)) - self.target_fractions) ** 2).sum(1)  # (B,)
+        spread = gaps.mean()
+        self._spread_average = SPREAD_DECAY * self._spread_average + (1 - SPREAD_DECAY) * spread.item()
+        self._spread_steps += 1
+        running = self._spread_average / (1 - SPREAD_DECAY ** self._spread_steps)
+        gain = max(0.0, 1.0 - self.expected_spread / running) if running > 0 else 0.0
+        return weight * gain * spread, running ** 0.5
 
     def _stationarity_loss(self, fake: torch.Tensor):
         """Penalty on position-dependent mean phase fractions (the generator's lattice artefact).
@@ -508,6 +547,46 @@ class SliceGANTrainer:
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+
+def expected_cube_variance(images, n_phases: int, size: int) -> np.ndarray:
+    """Expected variance of each phase's fraction in a ``size``^3 cube of an isotropic material
+    whose two-point statistics are those of ``images`` (label arrays 0..n-1); (n_phases,).
+
+    ``Var = sum_d C(|d|) prod_i (size - |d_i|) / size^6`` over the offsets ``d`` inside the cube,
+    with ``C(r)`` the radially averaged autocovariance of the phase indicator measured on the
+    images (non-periodic: each offset averaged over the pixel pairs that exist), the same
+    assumption of isotropy that SliceGAN makes. Radii beyond the images' half-size are taken
+    as uncorrelated. Clipped at 0 (a negative estimate: a very uniform packing). On the
+    electrode's slice z = 128 this gives 23.0 / 10.1 pp standard deviation of NMC for 16^3 /
+    32^3 cubes; its true 3D blocks have 23.1 / 10.1 pp.
+    """
+    covs = []
+    for im in images:
+        im = np.asarray(im)
+        h, w = im.shape
+        ones = np.fft.rfft2(np.ones((h, w)), s=(2 * h, 2 * w))
+        pairs = np.maximum(np.fft.irfft2(np.abs(ones) ** 2, s=(2 * h, 2 * w)), 1.0)
+        dy = np.fft.fftfreq(2 * h) * 2 * h
+        dx = np.fft.fftfreq(2 * w) * 2 * w
+        radius = np.hypot(dy[:, None], dx[None, :]).round().astype(np.int64)
+        keep = radius < min(h, w) // 2
+        per_phase = []
+        for k in range(n_phases):
+            ind = (im == k).astype(np.float64)
+            spec = np.fft.rfft2(ind - ind.mean(), s=(2 * h, 2 * w))
+            cov = np.fft.irfft2(np.abs(spec) ** 2, s=(2 * h, 2 * w)) / pairs
+            per_phase.append(np.bincount(radius[keep], cov[keep]) / np.bincount(radius[keep]))
+        covs.append(np.stack(per_phase))
+    radial = np.mean(covs, axis=0)  # (n_phases, R)
+    d = np.arange(-size + 1, size)
+    w1 = (size - np.abs(d)) / size ** 2
+    r = np.sqrt(d[:, None, None] ** 2 + d[None, :, None] ** 2 + d[None, None, :] ** 2.0)
+    r = r.round().astype(np.int64)
+    inside = r < radial.shape[1]
+    weights = (w1[:, None, None] * w1[None, :, None] * w1[None, None, :])[inside]
+    var = radial[:, r[inside]] @ weights
+    return np.maximum(var, 0.0)
 
 
 def autocast(device, precision: str | None):
