@@ -422,3 +422,17 @@ def test_tortuosity_silences_only_its_own_thread(capsys):
     assert "not converged" not in out and "dropped" not in out
     assert out.count("line ") == len(lines) > 0
     assert sys.stdout is before
+
+
+def test_expected_cube_variance_matches_a_3d_truth_from_one_of_its_slices():
+    from matgen_core import synthetic
+    from matgen_core.metrics import expected_cube_variance
+
+    truth = synthetic.thresholded_grf((96, 96, 96), (0.6, 0.4), correlation_length=4.0, seed=0)
+    for side in (8, 16):
+        n = 96 // side
+        blocks = (truth == 1).reshape(n, side, n, side, n, side).mean((1, 3, 5))
+        estimate = expected_cube_variance([truth[48]], 2, side)[1]
+        assert 0.6 < estimate / blocks.var() < 1.6, (side, estimate, blocks.var())
+    assert expected_cube_variance([truth[48]], 2, 8)[1] > 2 * expected_cube_variance([truth[48]], 2, 16)[1]
+

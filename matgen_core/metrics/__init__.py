@@ -50,7 +50,7 @@ from .composition import fraction_profiles, phase_fractions
 from .connectivity import percolation
 from .correlation import isotropy_index, s2_all, two_point_correlation
 from .report import compare, format_table, summarize
-from .representativeness import fraction_std, representativeness
+from .representativeness import expected_cube_variance, fraction_std, representativeness
 from .surfaces import surface_area, triple_phase_boundary_density
 from .transport import tortuosity
 
@@ -67,6 +67,7 @@ __all__ = [
     "isotropy_index",
     "representativeness",
     "fraction_std",
+    "expected_cube_variance",
     "summarize",
     "compare",
     "format_table",
