@@ -31,10 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fidelity_experiments import RUNS, SIZE, true_labels  # noqa: E402
-
-from matgen_core import runs  # noqa: E402
-from matgen_core.train import build_trainer  # noqa: E402
+from fidelity_experiments import RUNS, SIZE, load_trainer, true_labels  # noqa: E402
 
 
 def spread(volumes: list[np.ndarray], phase: int) -> str:
@@ -93,8 +90,7 @@ def main(argv=None) -> None:
                    for z in (0, SIZE) for y in (0, SIZE) for x in (0, SIZE)]
     else:
         run_dir = RUNS / args.name
-        trainer = build_trainer(run_dir, "cpu", with_data=False)
-        trainer.load_state_dict(runs.load_checkpoint(run_dir, device="cpu")["state"])
+        trainer = load_trainer(run_dir)
         volumes = [trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
                    for s in range(1, args.volumes + 1)]
     print(f"{args.name} spread:   {spread(volumes, args.phase)}")

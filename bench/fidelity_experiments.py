@@ -111,6 +111,15 @@ def cmd_train(args) -> None:
     print(json.dumps({k: record[k] for k in ("steps", "cpu_s", "wall_s")}))
 
 
+def load_trainer(run_dir: Path):
+    """The run's trainer on the CPU with its last checkpoint's weights (no training data)."""
+    from matgen_core.train import build_trainer
+
+    trainer = build_trainer(run_dir, "cpu", with_data=False)
+    trainer.load_state_dict(runs.load_checkpoint(run_dir, device="cpu")["state"])
+    return trainer
+
+
 def volumes(run_dir: Path, seed: int, live: bool = False, smooth: float = 0.0) -> dict:
     """128^3 labels of a run: ``raw`` (generator argmax) and ``default`` (calibrated to the
     training image's fractions, as ``matgen generate``). ``live``: the live generator instead of
@@ -118,10 +127,8 @@ def volumes(run_dir: Path, seed: int, live: bool = False, smooth: float = 0.0) -
     from scipy import ndimage
 
     from matgen_core import fractions
-    from matgen_core.train import build_trainer
 
-    trainer = build_trainer(run_dir, "cpu", with_data=False)
-    trainer.load_state_dict(runs.load_checkpoint(run_dir, device="cpu")["state"])
+    trainer = load_trainer(run_dir)
     if live:
         trainer.generator_ema = None
     probs = trainer.sample((SIZE,) * 3, seed=seed)

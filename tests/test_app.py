@@ -396,16 +396,7 @@ def test_cli_trained_2d_run_generate_grid_and_png_export(home, monkeypatch):
     check(at)
     assert any("metric" in d.value.columns and "phase fraction" in set(d.value["metric"])
                for d in at.dataframe)
-    captured = {}
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    original = MediaFileManager.add_deferred
-
-    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
-        captured[file_name] = data_callable
-        return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    captured = _spy_downloads(monkeypatch)
     at.switch_page("pages/export.py").run()
     check(at)
     zname = next(n for n in captured if n.endswith(".zip"))
@@ -577,7 +568,6 @@ def test_reload_restores_steered_and_calibrated_volumes_and_npy_record(home, mon
     runs.create_run(run, "slicegan", [io.read_micrograph(EXAMPLE)], preset="quick", overrides=TINY)
     train.train(run, steps=2, device="cpu")
     rng = fractions.supported_range(run)
-    n = rng["n_phases"]
     at = new_app()
     at.switch_page("pages/generate.py").run()
     check(at)
