@@ -8,7 +8,8 @@ and the *truth's own spread* (the same figure on two different crops of the trut
 sees what "equal" means at this sample size. ``matgen validate VOLUME --truth TRUE3D`` prints it.
 
 Inputs are uint8 (or integer) label volumes ``(Z, Y, X)``, phases ``0..n-1`` (a few distinct grey
-values such as 0/85/170 are mapped in sorted order, jointly for both volumes). Lengths in voxels
+values such as 0/85/170 are mapped in sorted order, jointly for both volumes; when one
+holds labels 0..n-1 and the other n grey codes, each in its own order). Lengths in voxels
 ("px") unless ``voxel_size`` is given.
 
 What is measured, and where:
@@ -125,6 +126,11 @@ def _labels(volume, truth, n_phases) -> tuple[np.ndarray, np.ndarray, int]:
             f"The volume and the truth hold {len(union)} distinct values together "
             f"({', '.join(str(v) for v in union[:8])}{', ...' if len(union) > 8 else ''}), more than "
             f"{limit} phases; both must be segmented into the same phases.")
+    if len(vv) == len(tv) and any(np.array_equal(v, np.arange(len(v))) for v in (vv, tv)):
+        # one file holds labels 0..n-1 (matgen's own output), the other the same number of grey
+        # codes (e.g. 0/85/170): each in its own sorted order, not jointly (that would make 2n)
+        n = int(n_phases) if n_phases is not None else len(tv)
+        return (np.searchsorted(vv, vol).astype(np.uint8), np.searchsorted(tv, tru).astype(np.uint8), n)
     if len(vv) > len(tv):
         raise MatgenInputError(f"The volume has {len(vv)} phases but the truth only {len(tv)}; "
                                "compare volumes segmented into the same phases.")
