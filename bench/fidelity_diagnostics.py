@@ -10,6 +10,10 @@ for one phase (default 1 = NMC):
 * ``clusters``: connected clusters of the phase in 3D (6- and 26-connectivity): count and the
   share of the phase in the largest one; then the same after a 2-voxel erosion, which cuts
   necks thinner than ~5 voxels (a wide-necked network stays in one piece).
+* ``correlation``: the phase's normalised covariance (S2(r) - f^2) / (f - f^2) along the axes at
+  r = 3, 6, 9, 12, 16, 20 voxels, averaged over 64^3 blocks: the truth's blocks, and for a run both
+  volumes made at 64^3 (the training size of 64 px presets) and 64^3 blocks of its 128^3 volumes.
+  Packed particles show no or a slightly negative correlation at 16-20 voxels.
 * ``slices``: the same in 2D, every 8th slice along each axis: clusters per slice, clusters
   smaller than 20 px, clusters after a 2-pixel erosion, share of the phase left by it. This is
   what the 2D critic could see.
@@ -77,6 +81,30 @@ def slices(volume: np.ndarray, phase: int) -> str:
                       % ("ZYX"[a], *r[r[:, 0] == a, 1:].mean(0)) for a in range(3))
 
 
+LAGS = (3, 6, 9, 12, 16, 20)
+
+
+def covariance(volumes: list[np.ndarray], phase: int) -> str:
+    """Normalised covariance along the three axes at LAGS, mean over ``volumes`` (not periodic)."""
+    out = []
+    for v in volumes:
+        mask = (v == phase).astype(np.float64)
+        f = mask.mean()
+        row = []
+        for r in LAGS:
+            s2 = np.mean([(np.take(mask, np.arange(mask.shape[a] - r), axis=a)
+                           * np.take(mask, np.arange(r, mask.shape[a]), axis=a)).mean() for a in range(3)])
+            row.append((s2 - f * f) / (f - f * f))
+        out.append(row)
+    return " ".join(f"{r}:{c:+.3f}" for r, c in zip(LAGS, np.mean(out, 0)))
+
+
+def blocks64(volume: np.ndarray) -> list[np.ndarray]:
+    h = 64
+    return [volume[z:z + h, y:y + h, x:x + h] for z in range(0, volume.shape[0] - h + 1, h)
+            for y in range(0, volume.shape[1] - h + 1, h) for x in range(0, volume.shape[2] - h + 1, h)]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", help="'truth' or a run name under $FIDELITY_RUNS")
@@ -94,6 +122,13 @@ def main(argv=None) -> None:
         volumes = [trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
                    for s in range(1, args.volumes + 1)]
     print(f"{args.name} spread:   {spread(volumes, args.phase)}")
+    blocks = [b for v in volumes for b in blocks64(v)]
+    if args.name == "truth":
+        print(f"truth correlation, 64^3 blocks: {covariance(blocks, args.phase)}")
+    else:
+        small = [trainer.sample((64,) * 3, seed=s).argmax(0) for s in range(1, 17)]
+        print(f"{args.name} correlation, made at 64^3:          {covariance(small, args.phase)}")
+        print(f"{args.name} correlation, 64^3 blocks of 128^3:  {covariance(blocks, args.phase)}")
     for i, v in enumerate(volumes[:2]):
         print(f"{args.name} volume {i + 1} clusters: {clusters(v, args.phase)}")
         print(f"{args.name} volume {i + 1} slices:   {slices(v, args.phase)}", flush=True)

@@ -21,6 +21,7 @@ _RANGES = {
     "lr": (0, 1, False, True), "lr_g": (0, 1, False, True), "lr_d": (0, 1, False, True),
     "gp_lambda": (0, None, True, True), "fraction_weight": (0, None, True, True),
     "stationarity_weight": (0, None, True, True), "volume_fraction_weight": (0, None, True, True),
+    "s2_weight": (0, None, True, True),
     "beta": (0, None, True, True), "gamma": (0, None, True, True),
     "pixel_weight": (0, None, True, True), "ema_decay": (0, 1, True, False),
     "fraction_range": (0, 1, False, True),

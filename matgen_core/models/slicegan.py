@@ -43,6 +43,7 @@ from .slicegan_networks import (
     subpixel_conv_transpose3d,
 )
 from .slicegan_presets import PRESETS
+from .slicegan_s2 import s2_loss, s2_targets
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
 SPREAD_DECAY = 0.98  # running average of the per-volume fraction spread (~50 generator steps)
@@ -162,6 +163,7 @@ class SliceGANTrainer:
         self._profile_average, self._profile_steps = None, 0  # see _stationarity_loss
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
+        self.s2_target = None  # see slicegan_s2
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -177,6 +179,10 @@ class SliceGANTrainer:
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
                 if c.get("volume_fraction_weight"):
                     self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
+                if c.get("s2_weight"):
+                    iso = bool(c.get("augment_dihedral")) and c.get("num_images", 1) == 1
+                    t = s2_targets(images, self.direction_image, self.n_phases, self.train_size // 2, iso)
+                    self.s2_target = torch.tensor(t, dtype=torch.float32, device=self.device)
 
     @classmethod
     def create(cls, config, images, device):
@@ -321,7 +327,10 @@ class SliceGANTrainer:
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
             spread_loss, spread = self._volume_fraction_loss(fake)
-            g_loss = g_loss + frac_loss + stat_loss + spread_loss
+            s2_part, s2_err = 0.0, 0.0
+            if self.s2_target is not None and targets is None:
+                s2_part, s2_err = s2_loss(fake, self.s2_target, float(c["s2_weight"]))
+            g_loss = g_loss + frac_loss + stat_loss + spread_loss + s2_part
             g_loss.backward()
         finally:
             self.critics.requires_grad_(True)
@@ -330,7 +339,8 @@ class SliceGANTrainer:
         return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
                 "gradient_penalty": gp_total / 3, "fraction_error": frac_err,
                 **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {}),
-                **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {})}
+                **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {}),
+                **({"s2_gap": s2_err} if self.s2_target is not None else {})}
 
     def _volume_fraction_loss(self, fake: torch.Tensor):
         """Penalty on the spread of the phase fractions from one training volume to the next.

@@ -18,6 +18,8 @@ from types import MappingProxyType
 #   volume_fraction_weight: penalty on the spread of phase fractions between training volumes beyond
 #       what the training image's two-point statistics predict for a volume of that size
 #       (generated regions rich or poor in one phase; 0 = off, as published).
+#   s2_weight: penalty on the gap between the training volumes' S2 along each axis (argmax labels,
+#       straight-through gradient) and the training image's (slicegan_s2.py; 0 = off, as published).
 #   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
 def _frozen(**values) -> MappingProxyType:
@@ -43,7 +45,7 @@ _PAPER = dict(
     critic_iters=5, critic_step_per_direction=True,
     gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
-    stationarity_weight=0.0, volume_fraction_weight=0.0,
+    stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -62,7 +64,7 @@ _QUICK = dict(
     critic_iters=2, critic_step_per_direction=False,
     gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
-    stationarity_weight=0.0, volume_fraction_weight=0.0,
+    stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
 )
 _STANDARD = dict(
     _QUICK,
