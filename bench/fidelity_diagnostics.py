@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fidelity_experiments import RUNS, SIZE, load_trainer, true_labels  # noqa: E402
+from matgen_core import metrics  # noqa: E402
 
 
 def spread(volumes: list[np.ndarray], phase: int) -> str:
@@ -88,14 +89,9 @@ def covariance(volumes: list[np.ndarray], phase: int) -> str:
     """Normalised covariance along the three axes at LAGS, mean over ``volumes`` (not periodic)."""
     out = []
     for v in volumes:
-        mask = (v == phase).astype(np.float64)
-        f = mask.mean()
-        row = []
-        for r in LAGS:
-            s2 = np.mean([(np.take(mask, np.arange(mask.shape[a] - r), axis=a)
-                           * np.take(mask, np.arange(r, mask.shape[a]), axis=a)).mean() for a in range(3)])
-            row.append((s2 - f * f) / (f - f * f))
-        out.append(row)
+        f = (v == phase).mean()
+        s2 = np.mean([metrics.two_point_correlation(v, phase, axis=a, r_max=max(LAGS)) for a in range(3)], 0)
+        out.append((s2[list(LAGS)] - f * f) / (f - f * f))
     return " ".join(f"{r}:{c:+.3f}" for r, c in zip(LAGS, np.mean(out, 0)))
 
 

@@ -76,13 +76,13 @@ def test_grey_coded_labels_are_mapped_jointly_and_a_missing_phase_is_kept():
     assert rep["n_phases"] == 3 and fr[1]["volume"] == 0 and fr[2]["error"] == 0
 
 
-
 def test_matgen_labels_against_a_grey_coded_truth_are_mapped_each_in_its_own_order():
     truth = thresholded_grf((32, 32, 32), (0.4, 0.35, 0.25), 4.0, seed=0)
     grey = np.array([0, 85, 170], np.uint8)
     rep = validate(truth.astype(np.uint8), grey[truth], tortuosity=False, spread=False)
     assert rep["n_phases"] == 3
     assert all(r["error"] == 0 for r in rows(rep, "volume_fraction"))
+
 
 def test_physical_units_scale_surface_and_tpb():
     truth = thresholded_grf((32, 32, 32), (0.4, 0.35, 0.25), 4.0, seed=0)

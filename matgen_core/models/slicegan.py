@@ -148,6 +148,8 @@ class SliceGANTrainer:
         # channels-last: CPU transposed 3D convolutions run ~5-9x faster in this layout (oneDNN)
         self.generator.to(memory_format=torch.channels_last_3d)
         self.direction_image = direction_images(c.get("num_images", 1))
+        # augment_dihedral applies when one image serves all three directions (isotropic)
+        self.orient_randomly = bool(c.get("augment_dihedral", False)) and len(set(self.direction_image)) == 1
         n_critics = max(self.direction_image) + 1
         self.critics = nn.ModuleList(
             Critic(self.channels, c["critic_channels"], c["critic_kernels"], c["critic_strides"],
@@ -179,9 +181,9 @@ class SliceGANTrainer:
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
                 if c.get("volume_fraction_weight"):
                     self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
-                if c.get("s2_weight"):
-                    iso = bool(c.get("augment_dihedral")) and c.get("num_images", 1) == 1
-                    t = s2_targets(images, self.direction_image, self.n_phases, self.train_size // 2, iso)
+                if c.get("s2_weight") and not c.get("conditional"):  # targets vary per volume there
+                    t = s2_targets(images, self.direction_image, self.n_phases, self.train_size // 2,
+                                   self.orient_randomly)
                     self.s2_target = torch.tensor(t, dtype=torch.float32, device=self.device)
 
     @classmethod
@@ -232,7 +234,7 @@ class SliceGANTrainer:
         fixed orientation, so the volume's Y axis (a row in Z slices, a column in X slices) stays
         distinguishable from Z and X and the critic can judge it differently (docs/fidelity.md).
         Otherwise ``images`` unchanged."""
-        if self.config.get("augment_dihedral", False) and self.direction_image.count(self.direction_image[axis]) == 3:
+        if self.orient_randomly:
             return dihedral(images)
         return images
 
@@ -327,9 +329,8 @@ class SliceGANTrainer:
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
             spread_loss, spread = self._volume_fraction_loss(fake)
-            s2_part, s2_err = 0.0, 0.0
-            if self.s2_target is not None and targets is None:
-                s2_part, s2_err = s2_loss(fake, self.s2_target, float(c["s2_weight"]))
+            s2_part, s2_err = (0.0, 0.0) if self.s2_target is None else \
+                s2_loss(fake, self.s2_target, float(c["s2_weight"]))
             g_loss = g_loss + frac_loss + stat_loss + spread_loss + s2_part
             g_loss.backward()
         finally:

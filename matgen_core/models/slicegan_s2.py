@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import s2_all
+
 
 def axial_s2(volumes: torch.Tensor, max_lag: int) -> torch.Tensor:
     """S2 of each channel along each axis of ``volumes`` (B, C, Z, Y, X), averaged over the batch.
@@ -34,18 +36,11 @@ def axial_s2(volumes: torch.Tensor, max_lag: int) -> torch.Tensor:
 
 
 def image_s2(labels: np.ndarray, n_phases: int, max_lag: int) -> np.ndarray:
-    """S2 of each phase of a 2D label image along its rows' axis (0) and columns' axis (1), same
-    estimator as :func:`axial_s2`. Returns (2, n_phases, max_lag)."""
-    out = np.zeros((2, n_phases, max_lag))
-    for k in range(n_phases):
-        m = (labels == k).astype(np.float64)
-        for axis in range(2):
-            n = m.shape[axis]
-            for r in range(1, max_lag + 1):
-                a = np.take(m, np.arange(n - r), axis=axis)
-                b = np.take(m, np.arange(r, n), axis=axis)
-                out[axis, k, r - 1] = (a * b).mean()
-    return out
+    """S2 of each phase of a 2D label image along its rows' axis (0) and columns' axis (1), lags
+    1..``max_lag`` (:func:`matgen_core.metrics.s2_all`, the same non-periodic estimator as
+    :func:`axial_s2`). Returns (2, n_phases, max_lag)."""
+    s2 = s2_all(labels, n_phases=n_phases, r_max=max_lag)
+    return np.stack([s2[k]["axes"][:, 1:] for k in range(n_phases)], axis=1)
 
 
 def s2_targets(images: list[np.ndarray], direction_image: list[int], n_phases: int, max_lag: int,
