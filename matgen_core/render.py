@@ -306,6 +306,40 @@ def scene_html(plotter) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# images inline
+
+
+def png_data_url(image) -> str:
+    """A picture as a ``data:image/png;base64,...`` URL: a uint8 array (H, W) or (H, W, 3), or
+    the path of an image file (sent as it is when it is a PNG).
+
+    For pictures that a live page redraws every second (the training preview): the URL carries
+    the pixels, so the browser never fetches them from the app server, whose stored media files
+    are replaced when the page reruns (a fetch that loses that race shows a broken image).
+    """
+    import base64
+    import io as _io
+    from pathlib import Path
+
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        data = Path(image).read_bytes()
+        if not data.startswith(b"\x89PNG"):
+            buf = _io.BytesIO()
+            Image.open(_io.BytesIO(data)).save(buf, format="PNG")
+            data = buf.getvalue()
+    else:
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise ValueError(f"png_data_url needs a uint8 (H, W) or (H, W, 3) array, got {array.dtype} {array.shape}")
+        buf = _io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        data = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
 # plotly figures (pages only show them)
 
 

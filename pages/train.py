@@ -172,7 +172,9 @@ def show_run(run_dir: Path) -> None:
             if image is not None:
                 what = (": middle slices (Z, Y, X planes) of a generated volume"
                         if info.model == "slicegan" else "")
-                st.image(image, width="stretch",
+                # inline pixels, not a served media file: a file served by one rerun of this
+                # live fragment can be gone when the browser asks for it (a broken image)
+                st.image(render.png_data_url(image), width="stretch",
                          caption="Samples" + (f" at step {pstep}" if pstep else "") + what)
             else:
                 st.caption("Samples appear here every few steps.")

@@ -120,6 +120,10 @@ def shot(page, name):
     page.wait_for_timeout(800)
     page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
     wait_idle(page)
+    # `complete` is also true for an image that failed to load: a loaded raster has a width
+    broken = page.evaluate("""() => [...document.images].filter(i => i.complete && i.naturalWidth === 0
+        && !i.src.startsWith('data:image/svg') && !/\\.svg([?#]|$)/.test(i.src)).map(i => i.src.slice(0, 100))""")
+    assert not broken, f"{name}: images that failed to load (shown broken): {broken}"
     page.screenshot(path=str(SHOTS / f"{name}.png"))
     page.set_viewport_size(size)
 
@@ -225,14 +229,16 @@ def _workflow(page, url, home, tmp_path):
     assert "browser-run" in page.locator('[data-testid="stSidebar"]').inner_text()
     stage("live panel back after a reload")
     # (the runs table is a canvas grid: its text cannot be read here)
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+    page.wait_for_selector("text=/Samples at step/", timeout=300_000)  # a preview (every 25 steps)
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=/Stopped: step/", timeout=120_000)
     page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
     wait_idle(page)
     assert_no_exception(page)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
-    shot(page, "train")
+    page.wait_for_selector("text=/Samples at step/", timeout=30_000)  # still shown after the stop
+    shot(page, "train")  # (also fails on an image that did not load)
     stage("train done")
 
     # 4. Generate a 64^3 volume and wait for the 3D canvas

@@ -171,3 +171,21 @@ def test_figures():
     assert len(render.s2_figure(s2, per_axis=True).data) == 6
     prof = [np.full((10, 2), 0.5)] * 3
     assert len(render.profiles_figure(prof, [0.5, 0.5]).data) == 6
+
+
+def test_png_data_url_carries_the_pixels(tmp_path):
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    rgb = render.colorize(blobs((24, 40), 3))
+    url = render.png_data_url(rgb)
+    assert url.startswith("data:image/png;base64,")
+    back = np.asarray(Image.open(_io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert np.array_equal(back, rgb)
+    png = tmp_path / "latest.png"
+    Image.fromarray(rgb).save(png)
+    assert render.png_data_url(png) == "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    with pytest.raises(ValueError, match="uint8"):
+        render.png_data_url(np.zeros((4, 4), np.float32))

@@ -192,9 +192,19 @@ def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
     spec.loader.exec_module(bench)
     tiny = [f"--set={k}={json.dumps(v)}" for k, v in TINY_SLICEGAN.items()]
     rc = bench.main(["--cases", "aniso", "--steps", "3", "--size", "32", "--truth-size", "48",
-                     "--no-tortuosity", "--threads", "1", "--json", str(tmp_path / "r.json"), *tiny])
+                     "--no-tortuosity", "--threads", "1", "--gen-seeds", "1,2",
+                     "--json", str(tmp_path / "r.json"), *tiny])
     out = capsys.readouterr().out
     assert rc == 0 and "summary" in out and "S2 L1 to truth" in out
     res = json.loads((tmp_path / "r.json").read_text())
-    assert [r["variant"] for r in res] == ["raw", "calibrated"]
-    assert res[0]["steps"] == 3 and res[0]["report"]["volume_shape"] == [32, 32, 32]
+    volumes = [r for r in res if "report" in r]
+    assert [(r["variant"], r["gen_seed"]) for r in volumes] == [
+        ("raw", 1), ("raw", 2), ("calibrated", 1), ("calibrated", 2)]
+    assert volumes[0]["steps"] == 3 and volumes[0]["report"]["volume_shape"] == [32, 32, 32]
+    # two seeds, two different volumes; the mean and worst lines are those volumes' figures
+    assert volumes[0]["report"]["summary"]["s2_l1"] != volumes[1]["report"]["summary"]["s2_l1"]
+    agg = [r["across_volumes"] for r in res if r.get("variant") == "raw" and "across_volumes" in r][0]
+    s2 = [r["report"]["summary"]["s2_l1"] for r in volumes[:2]]
+    assert agg["volumes"] == 2 and agg["worst"]["s2_l1"] == max(s2)
+    assert abs(agg["mean"]["s2_l1"] - sum(s2) / 2) < 1e-12
+    assert "raw worst" in out and "of 2 volumes meet every bar" in out
