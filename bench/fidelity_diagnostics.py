@@ -15,8 +15,10 @@ for one phase (default 1 = NMC):
   volumes made at 64^3 (the training size of 64 px presets) and 64^3 blocks of its 128^3 volumes.
   Packed particles show no or a slightly negative correlation at 16-20 voxels.
 * ``slices``: the same in 2D, every 8th slice along each axis: clusters per slice, clusters
-  smaller than 20 px, clusters after a 2-pixel erosion, share of the phase left by it. This is
-  what the 2D critic could see.
+  smaller than 20 px, clusters after a 2-pixel erosion, share of the phase left by it, the
+  perimeter (phase/other pixel edges per pixel of the slice) and the area-weighted cluster size
+  (px; the mean size of the cluster a random pixel of the phase belongs to). This is what the
+  2D critic could see.
 
     python bench/fidelity_diagnostics.py truth
     python bench/fidelity_diagnostics.py RUN_NAME [--volumes 4] [--phase 1]
@@ -76,10 +78,14 @@ def slices(volume: np.ndarray, phase: int) -> str:
             sizes = np.bincount(labels.ravel())[1:]
             eroded = ndimage.binary_erosion(mask, iterations=2)
             n_eroded = ndimage.label(eroded)[1]
-            rows.append((axis, n, (sizes < 20).sum(), n_eroded, eroded.sum() / max(mask.sum(), 1)))
+            edges = (mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum()
+            weighted = (sizes.astype(float) ** 2).sum() / max(sizes.sum(), 1)
+            rows.append((axis, n, (sizes < 20).sum(), n_eroded, eroded.sum() / max(mask.sum(), 1),
+                         edges / mask.size, weighted))
     r = np.array(rows, float)
-    return " | ".join("%s: %.1f clusters, %.1f < 20 px, %.1f after erosion, %.2f left"
-                      % ("ZYX"[a], *r[r[:, 0] == a, 1:].mean(0)) for a in range(3))
+    per_axis = " | ".join("%s: %.1f clusters, %.1f < 20 px, %.1f after erosion, %.2f left"
+                          % ("ZYX"[a], *r[r[:, 0] == a, 1:5].mean(0)) for a in range(3))
+    return per_axis + " | all axes: perimeter %.4f /px, area-weighted cluster %.0f px" % tuple(r[:, 5:].mean(0))
 
 
 LAGS = (3, 6, 9, 12, 16, 20)
