@@ -78,10 +78,11 @@ def slices(volume: np.ndarray, phase: int) -> str:
             sizes = np.bincount(labels.ravel())[1:]
             eroded = ndimage.binary_erosion(mask, iterations=2)
             n_eroded = ndimage.label(eroded)[1]
-            edges = (mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum()
+            # raw edge count per pixel (metrics.surface_area's 2D perimeter without its pi/4)
+            edges_per_px = metrics.surface_area(mask.astype(np.uint8), 2)["per_phase"][1] / (np.pi / 4)
             weighted = (sizes.astype(float) ** 2).sum() / max(sizes.sum(), 1)
             rows.append((axis, n, (sizes < 20).sum(), n_eroded, eroded.sum() / max(mask.sum(), 1),
-                         edges / mask.size, weighted))
+                         edges_per_px, weighted))
     r = np.array(rows, float)
     per_axis = " | ".join("%s: %.1f clusters, %.1f < 20 px, %.1f after erosion, %.2f left"
                           % ("ZYX"[a], *r[r[:, 0] == a, 1:5].mean(0)) for a in range(3))
