@@ -143,6 +143,17 @@ def test_weight_average_is_used_for_sampling_and_checkpointed():
     assert tiny_trainer(None, ema_decay=0.0).generator_ema is None
 
 
+def test_resuming_uses_the_configs_learning_rate_with_the_saved_adam_moments():
+    tr = tiny_trainer([blobs(64)], lr_g=1e-3, lr_d=1e-3)
+    tr.train_step(0)
+    other = tiny_trainer(None, lr_g=1e-4, lr_d=2e-4)
+    other.load_state_dict(tr.state_dict())
+    assert [g["lr"] for g in other.opt_g.param_groups] == [1e-4]
+    assert {g["lr"] for g in other.opt_d.param_groups} == {2e-4}
+    saved = next(iter(tr.opt_g.state.values()))["exp_avg"]
+    assert torch.equal(next(iter(other.opt_g.state.values()))["exp_avg"], saved)
+
+
 @pytest.mark.parametrize("k,s,p", [(4, 2, 2), (4, 2, 3), (6, 3, 3), (6, 2, 4)])
 def test_subpixel_form_equals_conv_transpose3d(k, s, p):
     torch.manual_seed(0)

@@ -472,6 +472,9 @@ class SliceGANTrainer:
             self.critics.load_state_dict(state["critics"])
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
+            for opt, key in ((self.opt_g, "lr_g"), (self.opt_d, "lr_d")):  # the run's config rules:
+                for group in opt.param_groups:  # a resumed run with a new learning rate uses it
+                    group["lr"] = float(self.config[key])
 
     # -- sampling -----------------------------------------------------------------------------
     def latent_shape(self, shape) -> tuple:
