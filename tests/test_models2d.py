@@ -322,3 +322,17 @@ def test_briefly_trained_vae_samples_keep_every_phase():
     assert frac == pytest.approx(truth, abs=0.1), (frac, truth)
     rec = labels(tr.reconstruct(tr.preview_crops.numpy()))
     assert len(np.unique(rec)) == 3  # reconstructions keep the binder too
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resuming_uses_the_configs_learning_rates(model):
+    trained = make(model, [blobs(64)])
+    trained.train_step(0)
+    keys = [k for k in ("lr", "lr_g", "lr_d") if k in trained.config]
+    resumed = make(model, None, **{k: trained.config[k] / 10 for k in keys})
+    resumed.load_state_dict(trained.state_dict())
+    rates = {g["lr"] for opt in resumed.optimizers().values() for g in opt.param_groups}
+    assert rates == {trained.config[k] / 10 for k in keys}
+    for name, opt in resumed.optimizers().items():  # the Adam moments come from the checkpoint
+        saved = next(iter(trained.optimizers()[name].state.values()))["exp_avg"]
+        assert torch.equal(next(iter(opt.state.values()))["exp_avg"], saved)

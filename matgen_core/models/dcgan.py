@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..data import CropSampler, decode, encode, n_channels
 from ..errors import MatgenInputError
+from .optimizer_state import load_optimizer
 
 # ---------------------------------------------------------------------------------------------
 # Presets: every key can be overridden. "paper" is the report's setup (batch 64, batch-norm
@@ -248,8 +249,8 @@ class DCGANTrainer:
         if "discriminator" in state:
             self.discriminator.load_state_dict(state["discriminator"])
         if "opt_g" in state:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
+            load_optimizer(self.opt_g, state["opt_g"])
+            load_optimizer(self.opt_d, state["opt_d"])
 
     def modules(self) -> dict[str, nn.Module]:
         """The networks (protocol.Trainer): kept in step across data-parallel ranks."""

@@ -32,6 +32,7 @@ from ..metrics import expected_cube_variance
 from ..errors import MatgenInputError
 from ..preview import to_display
 from .conditional import ConditionalGenerator, sample_targets
+from .optimizer_state import load_optimizer
 from .slicegan_networks import (
     Critic,
     Generator,
@@ -470,11 +471,8 @@ class SliceGANTrainer:
             self.ema_updates = int(state.get("ema_updates", 0))
         if "critics" in state:
             self.critics.load_state_dict(state["critics"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
-            for opt, key in ((self.opt_g, "lr_g"), (self.opt_d, "lr_d")):  # the run's config rules:
-                for group in opt.param_groups:  # a resumed run with a new learning rate uses it
-                    group["lr"] = float(self.config[key])
+            load_optimizer(self.opt_g, state["opt_g"])
+            load_optimizer(self.opt_d, state["opt_d"])
 
     # -- sampling -----------------------------------------------------------------------------
     def latent_shape(self, shape) -> tuple:

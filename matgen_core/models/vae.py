@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..data import CropSampler, encode, n_channels
 from ..errors import MatgenInputError
+from .optimizer_state import load_optimizer
 from .dcgan import Discriminator, activate, check_img_size, init_weights, norm_layer, to_tiles
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class VAETrainer:
         self.encoder.load_state_dict(state["encoder"])
         self.decoder.load_state_dict(state["decoder"])
         if "opt" in state:
-            self.opt.load_state_dict(state["opt"])
+            load_optimizer(self.opt, state["opt"])
 
     def modules(self) -> dict[str, nn.Module]:
         """The networks (protocol.Trainer): kept in step across data-parallel ranks."""
@@ -352,9 +353,9 @@ class VAEGANTrainer(VAETrainer):
         if "discriminator" in state:
             self.discriminator.load_state_dict(state["discriminator"])
         if "opt_enc" in state:
-            self.opt_enc.load_state_dict(state["opt_enc"])
-            self.opt_dec.load_state_dict(state["opt_dec"])
-            self.opt_d.load_state_dict(state["opt_d"])
+            load_optimizer(self.opt_enc, state["opt_enc"])
+            load_optimizer(self.opt_dec, state["opt_dec"])
+            load_optimizer(self.opt_d, state["opt_d"])
 
     def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "discriminator": self.discriminator}
