@@ -474,9 +474,9 @@ def test_axial_s2_of_a_volume_equals_the_image_s2_of_its_slices():
 def test_s2_loss_pulls_the_volume_towards_the_target_correlation():
     from matgen_core.models.slicegan_s2 import axial_s2, s2_loss
     tr = tiny_trainer([blobs(64)], s2_weight=10.0)
-    target = tr.s2_target
+    _, _, target = tr.statistic_losses["s2"]
     assert target.shape == (3, 2, tr.train_size // 2)
-    assert tiny_trainer([blobs(64)]).s2_target is None
+    assert tiny_trainer([blobs(64)]).statistic_losses == {}
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 2, 16, 16, 16, generator=gen).requires_grad_(True)  # white noise
     opt = torch.optim.Adam([logits], lr=0.05)
@@ -496,3 +496,65 @@ def test_s2_loss_pulls_the_volume_towards_the_target_correlation():
     # and a training step with the loss on runs and reports its gap
     losses = tr.train_step(0)
     assert np.isfinite(losses["s2_gap"])
+
+
+def test_boundary_density_gives_the_face_counted_surface_area():
+    from matgen_core.metrics import surface_area
+    from matgen_core.metrics import boundary_density
+    from matgen_core.models.slicegan_s2 import axial_boundaries, interface_targets
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, (12, 14, 16))
+    labels[:, :, ::2] = 0  # stripes along X: the axes differ
+    vol = F.one_hot(torch.from_numpy(labels), 3).permute(3, 0, 1, 2)[None].float()
+    b = axial_boundaries(vol).numpy()  # (axis, phase)
+    assert np.allclose(b, boundary_density(labels, 3))
+    pairs = np.array([labels.size * (n - 1) / n for n in labels.shape])
+    area = surface_area(labels, 3)["per_phase"]
+    assert np.allclose((2 / 3) * (b * pairs[:, None]).sum(0) / labels.size, area)
+    z_slice = labels[5]
+    assert np.isclose(boundary_density(z_slice, 3)[1, 2],
+                      ((z_slice[:, :-1] == 2) != (z_slice[:, 1:] == 2)).mean())
+    # one image, no orientation augmentation: X is an image column twice, Z a row twice
+    per = boundary_density(z_slice, 3)
+    t = interface_targets([z_slice], [0, 0, 0], 3, isotropic_orientation=False)
+    assert np.allclose(t[0], per[0]) and np.allclose(t[2], per[1]) and np.allclose(t[1], per.mean(0))
+
+
+def test_interface_loss_smooths_a_rough_volume_towards_the_images_surface_area():
+    # under isotropy the image's boundary density along rows and columns gives the 3D surface
+    # area; a field smoothed by a small learnable convolution (a stand-in generator) starts
+    # near white noise, ~7x too rough
+    from matgen_core.metrics import surface_area
+    from matgen_core.models.slicegan_s2 import interface_loss
+    tr = tiny_trainer([blobs(64)], interface_weight=10.0)
+    assert set(tr.statistic_losses) == {"interface"}
+    _, weight, target = tr.statistic_losses["interface"]
+    assert target.shape == (3, 2)
+    n = 24
+    expected = (2 / 3) * target[:, 1].sum().item() * (n - 1) / n  # phase 1's, per voxel
+
+    torch.manual_seed(0)
+    noise = torch.randn(1, 1, n + 6, n + 6, n + 6)
+    field = torch.nn.Conv3d(1, 2, 7)
+
+    def area():
+        return surface_area(field(noise).detach().argmax(1)[0].numpy(), 2)["per_phase"][1]
+
+    before = area()
+    opt = torch.optim.Adam(field.parameters(), lr=0.05)
+    gaps = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss, gap = interface_loss(torch.softmax(field(noise), 1), target, weight)
+        loss.backward()
+        opt.step()
+        gaps.append(gap)
+    after = area()
+    assert before > 5 * expected and after < 2 * expected, (before, after, expected)
+    assert gaps[-1] < 0.2 * gaps[0]
+    assert tr.train_step(0)["interface_gap"] > 0
+    late = tiny_trainer([blobs(64)], interface_weight=10.0, interface_start=3)
+    assert late.train_step(2)["interface_gap"] == 0.0 and late.train_step(3)["interface_gap"] > 0
+    assert tr.train_step(0)["interface_gap"] > 0
+    late = tiny_trainer([blobs(64)], interface_weight=10.0, interface_start=3)
+    assert late.train_step(2)["interface_gap"] == 0.0 and late.train_step(3)["interface_gap"] > 0

@@ -51,7 +51,7 @@ from .connectivity import percolation
 from .correlation import isotropy_index, s2_all, two_point_correlation
 from .report import compare, format_table, summarize
 from .representativeness import expected_cube_variance, fraction_std, representativeness
-from .surfaces import surface_area, triple_phase_boundary_density
+from .surfaces import boundary_density, surface_area, triple_phase_boundary_density
 from .transport import tortuosity
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "two_point_correlation",
     "s2_all",
     "surface_area",
+    "boundary_density",
     "triple_phase_boundary_density",
     "percolation",
     "tortuosity",

@@ -86,6 +86,21 @@ def surface_area(labels, n_phases: int | None = None, voxel_size: float | None =
     return _surface_result(counts, a.ndim, float(a.size), n, vs, unit)
 
 
+def boundary_density(labels, n_phases: int | None = None) -> np.ndarray:
+    """Share of neighbouring voxel (pixel) pairs along each axis that cross the boundary of each
+    phase (one of the two in the phase), shape (ndim, n_phases), dimensionless.
+
+    The face-counted specific surface area of :func:`surface_area` adds these up over the axes
+    (times the pairs per voxel and the stereological factor). Under isotropy each axis of a 3D
+    material has the boundary density of a 2D section along its rows and columns.
+    """
+    a, n = _prepare(labels, n_phases)
+    counts = _face_counts(a, n)
+    per_phase = (counts + counts.transpose(0, 2, 1)).sum(axis=2)
+    pairs = np.array([a.size * (side - 1) / side for side in a.shape])
+    return per_phase / pairs[:, None]
+
+
 def _surface_result(counts, nd, total, n, vs, unit, axes=None):
     factor = _STEREO_3D if nd == 3 else _STEREO_2D
     axes = range(counts.shape[0]) if axes is None else axes

@@ -44,7 +44,7 @@ from .slicegan_networks import (
     subpixel_conv_transpose3d,
 )
 from .slicegan_presets import PRESETS
-from .slicegan_s2 import s2_loss, s2_targets
+from .slicegan_s2 import interface_loss, interface_targets, s2_loss, s2_targets
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
 SPREAD_DECAY = 0.98  # running average of the per-volume fraction spread (~50 generator steps)
@@ -166,7 +166,7 @@ class SliceGANTrainer:
         self._profile_average, self._profile_steps = None, 0  # see _stationarity_loss
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
-        self.s2_target = None  # see slicegan_s2
+        self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -182,10 +182,18 @@ class SliceGANTrainer:
                 self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
                 if c.get("volume_fraction_weight"):
                     self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
-                if c.get("s2_weight") and not c.get("conditional"):  # targets vary per volume there
-                    t = s2_targets(images, self.direction_image, self.n_phases, self.train_size // 2,
-                                   self.orient_randomly)
-                    self.s2_target = torch.tensor(t, dtype=torch.float32, device=self.device)
+                if not c.get("conditional"):  # the targets would vary per volume there
+                    common = (images, self.direction_image, self.n_phases)
+                    if c.get("s2_weight"):
+                        t = s2_targets(*common, self.train_size // 2, self.orient_randomly)
+                        self.statistic_losses["s2"] = (s2_loss, float(c["s2_weight"]), self._tensor(t))
+                    if c.get("interface_weight"):
+                        t = interface_targets(*common, self.orient_randomly)
+                        self.statistic_losses["interface"] = (interface_loss, float(c["interface_weight"]),
+                                                              self._tensor(t))
+
+    def _tensor(self, array) -> torch.Tensor:
+        return torch.tensor(array, dtype=torch.float32, device=self.device)
 
     @classmethod
     def create(cls, config, images, device):
@@ -330,9 +338,10 @@ class SliceGANTrainer:
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
             spread_loss, spread = self._volume_fraction_loss(fake)
-            s2_part, s2_err = (0.0, 0.0) if self.s2_target is None else \
-                s2_loss(fake, self.s2_target, float(c["s2_weight"]))
-            g_loss = g_loss + frac_loss + stat_loss + spread_loss + s2_part
+            starts = {"interface": int(c.get("interface_start") or 0)}
+            statistics = {name: loss(fake, target, weight) if step >= starts.get(name, 0) else (0.0, 0.0)
+                          for name, (loss, weight, target) in self.statistic_losses.items()}
+            g_loss = g_loss + frac_loss + stat_loss + spread_loss + sum(p for p, _ in statistics.values())
             g_loss.backward()
         finally:
             self.critics.requires_grad_(True)
@@ -342,7 +351,7 @@ class SliceGANTrainer:
                 "gradient_penalty": gp_total / 3, "fraction_error": frac_err,
                 **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {}),
                 **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {}),
-                **({"s2_gap": s2_err} if self.s2_target is not None else {})}
+                **{f"{name}_gap": gap for name, (_, gap) in statistics.items()}}
 
     def _volume_fraction_loss(self, fake: torch.Tensor):
         """Penalty on the spread of the phase fractions from one training volume to the next.

@@ -20,6 +20,11 @@ from types import MappingProxyType
 #       (generated regions rich or poor in one phase; 0 = off, as published).
 #   s2_weight: penalty on the gap between the training volumes' S2 along each axis (argmax labels,
 #       straight-through gradient) and the training image's (slicegan_s2.py; 0 = off, as published).
+#   interface_weight: penalty on the relative gap between the training volumes' boundary density
+#       of each phase along each axis (argmax labels, straight-through gradient) and the training
+#       image's: under isotropy it sets the 3D surface area (slicegan_s2.py; 0 = off, as published).
+#   interface_start: the generator step from which interface_weight applies (from the first step
+#       it overrides the critic before the structure has formed; docs/fidelity.md).
 #   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
 def _frozen(**values) -> MappingProxyType:
@@ -46,6 +51,7 @@ _PAPER = dict(
     gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
+    interface_weight=0.0, interface_start=0,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -65,6 +71,7 @@ _QUICK = dict(
     gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
+    interface_weight=0.0, interface_start=0,
 )
 _STANDARD = dict(
     _QUICK,
