@@ -167,6 +167,7 @@ class SliceGANTrainer:
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
+        self.statistic_starts = {"interface": int(c.get("interface_start") or 0)}  # first step; else 0
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -178,8 +179,7 @@ class SliceGANTrainer:
             self.samplers = [CropSampler(e, c["img_size"], axis=d)
                              for d, e in ((d, encoded[self.direction_image[d]]) for d in range(3))]
             if self.kind == "nphase":  # target fractions: the training images' own
-                fr = image_fractions(images, self.n_phases)
-                self.target_fractions = torch.tensor(fr, dtype=torch.float32, device=self.device)
+                self.target_fractions = self._tensor(image_fractions(images, self.n_phases))
                 if c.get("volume_fraction_weight"):
                     self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
                 if not c.get("conditional"):  # the targets would vary per volume there
@@ -338,8 +338,7 @@ class SliceGANTrainer:
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
             spread_loss, spread = self._volume_fraction_loss(fake)
-            starts = {"interface": int(c.get("interface_start") or 0)}
-            statistics = {name: loss(fake, target, weight) if step >= starts.get(name, 0) else (0.0, 0.0)
+            statistics = {name: loss(fake, target, weight) if step >= self.statistic_starts.get(name, 0) else (0.0, 0.0)
                           for name, (loss, weight, target) in self.statistic_losses.items()}
             g_loss = g_loss + frac_loss + stat_loss + spread_loss + sum(p for p, _ in statistics.values())
             g_loss.backward()
