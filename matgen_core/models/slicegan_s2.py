@@ -101,8 +101,10 @@ def interface_targets(images: list[np.ndarray], direction_image: list[int], n_ph
 def interface_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
     """``weight * mean_axis sum_phase ((b_fake - b_target) / b_target)^2`` on the batch's boundary
     density of the argmax labels (gradient through the probabilities); returns the loss and the
-    largest relative gap."""
-    gap = axial_boundaries(hard_labels(fake.float())) / target.clamp_min(1e-6) - 1
+    largest relative gap. A (axis, phase) whose target is 0 (a phase without boundaries in the
+    image that gives that axis) has no relative gap and is left to the critic."""
+    known = target > 0
+    gap = (axial_boundaries(hard_labels(fake.float())) / torch.where(known, target, 1.0) - 1) * known
     return weight * (gap ** 2).sum(1).mean(), gap.abs().max().item()
 
 
