@@ -39,6 +39,20 @@ KIND_NAMES = {"nphase": "segmented phases", "gray": "grayscale", "color": "colou
 # server-wide resources
 
 
+FRAME_KEY = "_frame_ran"  # set by app.py on every run, before the page
+
+
+def require_frame() -> None:
+    """Send the visitor through app.py when Streamlit ran this page's script on its own.
+
+    Until a server's first session has run app.py (``st.navigation``), Streamlit serves the
+    scripts in ``pages/`` by their own addresses, without the frame: opening ``/train`` as the
+    first visitor after a restart (a bookmark, a reloaded tab) showed a bare page with no
+    dataset, and a sidebar of file names. Called first by every page."""
+    if not st.session_state.get(FRAME_KEY):
+        st.switch_page("app.py")
+
+
 @st.cache_resource
 def job_manager() -> JobManager:
     """One registry of training jobs per server: jobs survive page reloads and navigation."""

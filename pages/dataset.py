@@ -5,6 +5,8 @@ from matgen_core import io
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
+_ui.require_frame()  # a page opened by its address before app.py ever ran
+
 
 REPLACE = "replaces the dataset"
 ADD = "adds a plane (anisotropic: 2nd = XZ, 3rd = YZ)"

@@ -3,6 +3,8 @@ import streamlit as st
 
 from pages import _ui
 
+_ui.require_frame()  # a page opened by its address before app.py ever ran
+
 
 def main() -> None:
     st.title("Export")
