@@ -78,7 +78,7 @@ def write_demo_volume(run: Path) -> None:
 
     from matgen_core import generate
 
-    result = generate.generate(run, shape=DEMO_SHAPE, seed=0, device="cpu", calibrate=False)
+    result = generate.generate(run, shape=DEMO_SHAPE, seed=0, device="cpu", policy="raw")
     np.savez_compressed(run / "demo_volume.npz", labels=result.array)
 
 
