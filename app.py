@@ -28,7 +28,6 @@ page = st.navigation(pages)
 _ui.warm_up()  # once per server, in a background thread: heavy imports, the 3D exporter
 _ui.init_state()  # a new session (or a reload) is restored from the URL / the runs folder
 status_slot = st.sidebar.container()
-st.session_state[_ui.FRAME_KEY] = True  # pages check it: see _ui.require_frame
 page.run()
 _ui.sidebar_status(status_slot)  # after the page, so it shows what the page just changed
 _ui.sync_query_params()  # where the user is, in the URL: a reload comes back here

@@ -39,18 +39,21 @@ KIND_NAMES = {"nphase": "segmented phases", "gray": "grayscale", "color": "colou
 # server-wide resources
 
 
-FRAME_KEY = "_frame_ran"  # set by app.py on every run, before the page
-
-
 def require_frame() -> None:
     """Send the visitor through app.py when Streamlit ran this page's script on its own.
 
     Until a server's first session has run app.py (``st.navigation``), Streamlit serves the
     scripts in ``pages/`` by their own addresses, without the frame: opening ``/train`` as the
     first visitor after a restart (a bookmark, a reloaded tab) showed a bare page with no
-    dataset, and a sidebar of file names. Called first by every page."""
-    if not st.session_state.get(FRAME_KEY):
+    dataset, and a sidebar of file names. Such a session has no state from :func:`init_state`,
+    which app.py runs before every page. Called first by every page."""
+    if not _state_ready():
         st.switch_page("app.py")
+
+
+def _state_ready() -> bool:
+    """Whether :func:`init_state` has set up this session."""
+    return "raw" in st.session_state
 
 
 @st.cache_resource
@@ -131,7 +134,7 @@ def init_state() -> None:
     with the bundled example loaded. Without a ``run`` parameter the current run is the one this
     server is training, else the newest run on disk, so the pages agree with the runs folder."""
     ss = st.session_state
-    if "raw" in ss:
+    if _state_ready():
         return
     ss.raw, ss.raw_name, ss.dataset, ss.dataset_name, ss.dataset_key = [], "", None, "", None
     ss.ds_settings = {}

@@ -13,7 +13,6 @@ from pages import _ui
 
 _ui.require_frame()  # a page opened by its address before app.py ever ran
 
-
 MODEL_LABELS = {
     "slicegan": "SliceGAN: 3D volumes from 2D images",
     "dcgan": "DCGAN: 2D images",
