@@ -27,6 +27,7 @@ pages = [
 page = st.navigation(pages)
 _ui.warm_up()  # once per server, in a background thread: heavy imports, the 3D exporter
 _ui.init_state()  # a new session (or a reload) is restored from the URL / the runs folder
+_ui.return_to_requested_page()  # a page opened by its address before app.py ever ran
 status_slot = st.sidebar.container()
 page.run()
 _ui.sidebar_status(status_slot)  # after the page, so it shows what the page just changed

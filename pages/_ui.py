@@ -39,16 +39,30 @@ KIND_NAMES = {"nphase": "segmented phases", "gray": "grayscale", "color": "colou
 # server-wide resources
 
 
-def require_frame() -> None:
+def require_frame(page: str) -> None:
     """Send the visitor through app.py when Streamlit ran this page's script on its own.
 
     Until a server's first session has run app.py (``st.navigation``), Streamlit serves the
     scripts in ``pages/`` by their own addresses, without the frame: opening ``/train`` as the
     first visitor after a restart (a bookmark, a reloaded tab) showed a bare page with no
     dataset, and a sidebar of file names. Such a session has no state from :func:`init_state`,
-    which app.py runs before every page. Called first by every page."""
+    which app.py runs before every page. Called first by every page with its key in
+    :data:`PAGES`; app.py then comes back to that page (:func:`return_to_requested_page`) with
+    the address's query parameters (dataset, run, volume)."""
     if not _state_ready():
-        st.switch_page("app.py")
+        st.session_state[_REQUESTED_PAGE] = page
+        st.switch_page("app.py", query_params=st.query_params.to_dict())
+
+
+_REQUESTED_PAGE = "_requested_page"
+
+
+def return_to_requested_page() -> None:
+    """After :func:`init_state`: open the page a visitor asked for by its address before app.py
+    had ever run (see :func:`require_frame`), once."""
+    page = st.session_state.pop(_REQUESTED_PAGE, None)
+    if page in PAGES and page != "home":
+        st.switch_page(PAGES[page], query_params=st.query_params.to_dict())
 
 
 def _state_ready() -> bool:

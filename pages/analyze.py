@@ -6,7 +6,7 @@ from matgen_core import render, runs
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-_ui.require_frame()  # a page opened by its address before app.py ever ran
+_ui.require_frame("analyze")  # a page opened by its address before app.py ever ran
 
 
 def main() -> None:

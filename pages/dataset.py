@@ -5,7 +5,7 @@ from matgen_core import io
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-_ui.require_frame()  # a page opened by its address before app.py ever ran
+_ui.require_frame("dataset")  # a page opened by its address before app.py ever ran
 
 
 REPLACE = "replaces the dataset"

@@ -3,7 +3,7 @@ import streamlit as st
 
 from pages import _ui
 
-_ui.require_frame()  # a page opened by its address before app.py ever ran
+_ui.require_frame("home")  # a page opened by its address before app.py ever ran
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from matgen_core import render, runs
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
-_ui.require_frame()  # a page opened by its address before app.py ever ran
+_ui.require_frame("train")  # a page opened by its address before app.py ever ran
 
 MODEL_LABELS = {
     "slicegan": "SliceGAN: 3D volumes from 2D images",

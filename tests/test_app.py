@@ -75,6 +75,22 @@ def test_every_page_renders_without_data(home):
         assert at.title, page
 
 
+def test_a_page_asked_for_by_its_address_before_the_frame_ran_opens_inside_it(home):
+    """A first visitor on /analyze after a server restart: the bare page hands over to app.py
+    (``_ui.require_frame``), which must come back to Analyze, not stay on Home. (AppTest cannot
+    run the bare page itself: it has no page-folder mode; checked in chromium, see the note.)"""
+    from pages import _ui
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state[_ui._REQUESTED_PAGE] = "analyze"  # what require_frame leaves behind
+    at.run()
+    check(at)
+    assert [t.value for t in at.title] == ["Analyze"]
+    assert _ui._REQUESTED_PAGE not in at.session_state  # once: the next run is an ordinary one
+    at.switch_page("pages/home.py").run()
+    assert at.title[0].value == "MatGen Studio"
+
+
 def test_dataset_upload_good_and_bad_files(home):
     at = new_app()
     at.switch_page("pages/dataset.py").run()
