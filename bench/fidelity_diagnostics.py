@@ -19,13 +19,25 @@ for one phase (default 1 = NMC):
   perimeter (phase/other pixel edges per pixel of the slice) and the area-weighted cluster size
   (px; the mean size of the cluster a random pixel of the phase belongs to). This is what the
   2D critic could see.
+* ``lattice``: the phase's fraction per plane, folded modulo 32 voxels (the generator's total
+  stride: one latent cell) and averaged over the volumes and the four periods of each; its
+  peak-to-peak per axis. A statistically homogeneous material has no such pattern (the truth's
+  8 octants: 0.15-0.20 pp); a transposed-convolution generator imprints one (docs/fidelity.md).
+* ``tortuosity`` (``--tortuosity``, slow: ~1 CPU min a volume): the phase's tortuosity along each
+  axis on each whole 128^3 volume, with the same solver settings as fidelity_experiments.py.
+  The truth's figures are its 8 octants (``truth --tortuosity``, saved to
+  ``$FIDELITY_RUNS/truth_octant_tortuosity.json``); a run's are then compared with them: median,
+  range, and the share of (volume, axis) values within 15 % of the truth's median. One 128^3
+  volume is one draw from a wide distribution (the truth's own octants span 7.1-14.8 for NMC),
+  so a recipe is judged on the distribution, not on one value.
 
-    python bench/fidelity_diagnostics.py truth
-    python bench/fidelity_diagnostics.py RUN_NAME [--volumes 4] [--phase 1]
+    python bench/fidelity_diagnostics.py truth [--tortuosity]
+    python bench/fidelity_diagnostics.py RUN_NAME_OR_FOLDER [--volumes 4] [--phase 1] [--tortuosity]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fidelity_experiments import RUNS, SIZE, load_trainer, true_labels  # noqa: E402
+from fidelity_experiments import RUNS, SIZE, TAU_SETTINGS, load_trainer, true_labels  # noqa: E402
 from matgen_core import metrics  # noqa: E402
 
 
@@ -102,6 +114,37 @@ def covariance(volumes: list[np.ndarray], phase: int) -> str:
     return " ".join(f"{r}:{c:+.3f}" for r, c in zip(LAGS, np.mean(out, 0)))
 
 
+LATTICE = 32  # the presets' total generator stride: 2^5
+
+
+def lattice(volumes: list[np.ndarray], phase: int) -> str:
+    """Peak-to-peak (pp) per axis of the phase's plane fractions folded modulo LATTICE."""
+    folded = []
+    for axis in range(3):
+        profiles = [(v == phase).mean(axis=tuple(i for i in range(3) if i != axis)) for v in volumes]
+        cut = min(len(p) for p in profiles) // LATTICE * LATTICE
+        fold = np.mean([p[:cut].reshape(-1, LATTICE).mean(0) for p in profiles], 0)
+        folded.append(100 * (fold.max() - fold.min()))
+    return "fraction per plane modulo %d voxels, peak-to-peak Z/Y/X %s pp" % (LATTICE, np.round(folded, 2))
+
+
+def tortuosity_table(volumes: list[np.ndarray], phase: int) -> np.ndarray:
+    """(volumes, 3) tortuosity of ``phase`` along Z, Y, X on each whole volume (inf: no path)."""
+    return np.array([[metrics.tortuosity(v, phase, axis=a, n_phases=3, **TAU_SETTINGS)["tau"]
+                      for a in range(3)] for v in volumes])
+
+
+def tortuosity_summary(taus: np.ndarray, truth: np.ndarray | None) -> str:
+    flat = taus.ravel()
+    text = "median %.2f, range %.1f-%.1f over %d (volume, axis)" % (np.median(flat), flat.min(), flat.max(), flat.size)
+    if truth is not None:
+        ref = np.median(truth)
+        text += " | truth's octants: median %.2f, range %.1f-%.1f | within 15 %% of the truth's median: %d %% (the truth's own: %d %%)" % (
+            ref, truth.min(), truth.max(), 100 * np.mean(np.abs(flat / ref - 1) <= 0.15),
+            100 * np.mean(np.abs(truth.ravel() / ref - 1) <= 0.15))
+    return text
+
+
 def blocks64(volume: np.ndarray) -> list[np.ndarray]:
     h = 64
     return [volume[z:z + h, y:y + h, x:x + h] for z in range(0, volume.shape[0] - h + 1, h)
@@ -110,9 +153,10 @@ def blocks64(volume: np.ndarray) -> list[np.ndarray]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name", help="'truth' or a run name under $FIDELITY_RUNS")
+    ap.add_argument("name", help="'truth', or a run: a name under $FIDELITY_RUNS or a folder")
     ap.add_argument("--volumes", type=int, default=4, help="generated volumes (seeds 1..N)")
     ap.add_argument("--phase", type=int, default=1)
+    ap.add_argument("--tortuosity", action="store_true", help="tortuosity per volume and axis (slow)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.name == "truth":
@@ -125,6 +169,19 @@ def main(argv=None) -> None:
         volumes = [trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
                    for s in range(1, args.volumes + 1)]
     print(f"{args.name} spread:   {spread(volumes, args.phase)}")
+    print(f"{args.name} lattice:  {lattice(volumes, args.phase)}", flush=True)
+    if args.tortuosity:
+        saved = RUNS / "truth_octant_tortuosity.json"
+        taus = tortuosity_table(volumes, args.phase)
+        truth = None
+        if args.name == "truth":
+            RUNS.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps({str(args.phase): taus.tolist()}))
+        elif saved.is_file() and str(args.phase) in json.loads(saved.read_text()):
+            truth = np.array(json.loads(saved.read_text())[str(args.phase)])
+        for i, row in enumerate(taus):
+            print(f"{args.name} volume {i + 1} tortuosity Z/Y/X: {np.round(row, 2)}")
+        print(f"{args.name} tortuosity: {tortuosity_summary(taus, truth)}", flush=True)
     blocks = [b for v in volumes for b in blocks64(v)]
     if args.name == "truth":
         print(f"truth correlation, 64^3 blocks: {covariance(blocks, args.phase)}")
