@@ -51,6 +51,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fidelity_experiments import RUNS, SIZE, TAU_SETTINGS, load_trainer, true_labels  # noqa: E402
 from matgen_core import metrics  # noqa: E402
+from matgen_core.models.slicegan_networks import periodic_stride  # noqa: E402
+from matgen_core.models.slicegan_presets import PRESETS  # noqa: E402
+
+
+def plane_fractions(volume: np.ndarray, phase: int) -> list[np.ndarray]:
+    """The phase's fraction (%) in each plane perpendicular to Z, Y and X."""
+    return [100 * (volume == phase).mean(axis=tuple(i for i in range(3) if i != a)) for a in range(3)]
 
 
 def spread(volumes: list[np.ndarray], phase: int) -> str:
@@ -59,7 +66,7 @@ def spread(volumes: list[np.ndarray], phase: int) -> str:
     blocks = [100 * (v == phase).reshape(2, half, 2, half, 2, half).mean((1, 3, 5)).std() for v in volumes]
     plane_std, lowest = [], []
     for v in volumes:
-        profiles = [100 * (v == phase).mean(axis=tuple(i for i in range(3) if i != a)) for a in range(3)]
+        profiles = plane_fractions(v, phase)
         plane_std.append([p.std() for p in profiles])
         lowest.append([p.min() for p in profiles])
     return ("fraction %% per volume %s (std %.2f pp) | 64^3 block std %.2f pp | plane std Z/Y/X %s pp"
@@ -114,23 +121,21 @@ def covariance(volumes: list[np.ndarray], phase: int) -> str:
     return " ".join(f"{r}:{c:+.3f}" for r, c in zip(LAGS, np.mean(out, 0)))
 
 
-LATTICE = 32  # the presets' total generator stride: 2^5
-
-
-def lattice(volumes: list[np.ndarray], phase: int) -> str:
-    """Peak-to-peak (pp) per axis of the phase's plane fractions folded modulo LATTICE."""
+def lattice(volumes: list[np.ndarray], phase: int, period: int) -> str:
+    """Peak-to-peak (pp) per axis of the phase's plane fractions folded modulo ``period`` (the
+    generator's total stride, ``periodic_stride``)."""
+    profiles = [plane_fractions(v, phase) for v in volumes]
     folded = []
     for axis in range(3):
-        profiles = [(v == phase).mean(axis=tuple(i for i in range(3) if i != axis)) for v in volumes]
-        cut = min(len(p) for p in profiles) // LATTICE * LATTICE
-        fold = np.mean([p[:cut].reshape(-1, LATTICE).mean(0) for p in profiles], 0)
-        folded.append(100 * (fold.max() - fold.min()))
-    return "fraction per plane modulo %d voxels, peak-to-peak Z/Y/X %s pp" % (LATTICE, np.round(folded, 2))
+        cut = min(len(p[axis]) for p in profiles) // period * period
+        fold = np.mean([p[axis][:cut].reshape(-1, period).mean(0) for p in profiles], 0)
+        folded.append(fold.max() - fold.min())
+    return "fraction per plane modulo %d voxels, peak-to-peak Z/Y/X %s pp" % (period, np.round(folded, 2))
 
 
 def tortuosity_table(volumes: list[np.ndarray], phase: int) -> np.ndarray:
     """(volumes, 3) tortuosity of ``phase`` along Z, Y, X on each whole volume (inf: no path)."""
-    return np.array([[metrics.tortuosity(v, phase, axis=a, n_phases=3, **TAU_SETTINGS)["tau"]
+    return np.array([[metrics.tortuosity(v, phase, axis=a, **TAU_SETTINGS)["tau"]
                       for a in range(3)] for v in volumes])
 
 
@@ -169,16 +174,18 @@ def main(argv=None) -> None:
         volumes = [trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
                    for s in range(1, args.volumes + 1)]
     print(f"{args.name} spread:   {spread(volumes, args.phase)}")
-    print(f"{args.name} lattice:  {lattice(volumes, args.phase)}", flush=True)
+    period = periodic_stride(PRESETS["quick"] if args.name == "truth" else trainer.config)
+    print(f"{args.name} lattice:  {lattice(volumes, args.phase, period)}", flush=True)
     if args.tortuosity:
         saved = RUNS / "truth_octant_tortuosity.json"
         taus = tortuosity_table(volumes, args.phase)
+        known = json.loads(saved.read_text()) if saved.is_file() else {}  # phase -> octants' values
         truth = None
         if args.name == "truth":
             RUNS.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps({str(args.phase): taus.tolist()}))
-        elif saved.is_file() and str(args.phase) in json.loads(saved.read_text()):
-            truth = np.array(json.loads(saved.read_text())[str(args.phase)])
+            saved.write_text(json.dumps({**known, str(args.phase): taus.tolist()}))
+        elif str(args.phase) in known:
+            truth = np.array(known[str(args.phase)])
         for i, row in enumerate(taus):
             print(f"{args.name} volume {i + 1} tortuosity Z/Y/X: {np.round(row, 2)}")
         print(f"{args.name} tortuosity: {tortuosity_summary(taus, truth)}", flush=True)

@@ -39,6 +39,9 @@ KIND_NAMES = {"nphase": "segmented phases", "gray": "grayscale", "color": "colou
 # server-wide resources
 
 
+_REQUESTED_PAGE = "_requested_page"  # session key: the page require_frame was asked for
+
+
 def require_frame(page: str) -> None:
     """Send the visitor through app.py when Streamlit ran this page's script on its own.
 
@@ -52,9 +55,6 @@ def require_frame(page: str) -> None:
     if not _state_ready():
         st.session_state[_REQUESTED_PAGE] = page
         st.switch_page("app.py", query_params=st.query_params.to_dict())
-
-
-_REQUESTED_PAGE = "_requested_page"
 
 
 def return_to_requested_page() -> None:
