@@ -39,7 +39,7 @@ _LIST_RANGES = {
     "critic_strides": (1, 8), "gen_paddings": (0, 16), "critic_paddings": (0, 16),
 }
 _CHOICES = {"norm": ("batch", "instance", "none"), "loss": ("bce", "wgan-gp"),
-            "precision": ("fp32", "bf16", "fp16")}
+            "precision": ("fp32", "bf16", "fp16"), "gen_upsample": ("transposed", "resize")}
 _BETAS = ("betas", "betas_d")
 _NULLABLE = ("critic_slices", "nz")  # null means "all slices" / "img_size / 2" (a preset's default)
 

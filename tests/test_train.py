@@ -130,6 +130,9 @@ def test_generate_without_checkpoint_is_a_clear_error(run_dir):
     ({"img_size": 33}, "img_size"), ({"gen_channels": [1]}, "gen_channels"),
     ({"lr_g": float("nan")}, "lr_g"), ({"steps": 0}, "steps"), ({"batch_size": 4.0}, "batch_size"),
     ({"critic_slices": True}, "critic_slices"), ({"ema_decay": 1.0}, "ema_decay"),
+    ({"gen_upsample": "bilinear"}, "gen_upsample"),
+    ({"gen_upsample": "resize", "gen_kernels": [6, 4, 4, 4, 4], "gen_strides": [3, 2, 2, 2, 2],
+      "gen_paddings": [3, 2, 2, 2, 3], "lz": 3}, "gen_upsample"),
 ])
 def test_bad_settings_name_the_key_and_leave_no_folder(tmp_path, overrides, key):
     target = tmp_path / "r"

@@ -68,8 +68,9 @@ class ConditionalGenerator(Generator):
     before ``cond_shift`` existed load with the code at the input, as they were trained.
     """
 
-    def __init__(self, nz, n_cond, channels, kernels, strides, paddings, out_channels, kind):
-        super().__init__(nz + n_cond, channels, kernels, strides, paddings, out_channels, kind)
+    def __init__(self, nz, n_cond, channels, kernels, strides, paddings, out_channels, kind,
+                 upsample: str = "transposed"):
+        super().__init__(nz + n_cond, channels, kernels, strides, paddings, out_channels, kind, upsample)
         self.n_cond = n_cond
         self.cond_logits = nn.Linear(n_cond, out_channels, bias=False)
         nn.init.zeros_(self.cond_logits.weight)

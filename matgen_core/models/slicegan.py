@@ -208,7 +208,7 @@ class SliceGANTrainer:
     def _make_generator(self) -> Generator:
         c = self.config
         return Generator(c["nz"], c["gen_channels"], c["gen_kernels"], c["gen_strides"],
-                         c["gen_paddings"], self.channels, self.kind)
+                         c["gen_paddings"], self.channels, self.kind, c.get("gen_upsample", "transposed"))
 
     # -- precision ----------------------------------------------------------------------------
     def _autocast(self):

@@ -54,7 +54,8 @@ class ConditionalSliceGANTrainer(SliceGANTrainer):
     def _make_generator(self) -> ConditionalGenerator:
         c = self.config
         return ConditionalGenerator(c["nz"], self.n_cond, c["gen_channels"], c["gen_kernels"],
-                                    c["gen_strides"], c["gen_paddings"], self.channels, self.kind)
+                                    c["gen_strides"], c["gen_paddings"], self.channels, self.kind,
+                                    c.get("gen_upsample", "transposed"))
 
     # -- the condition ----------------------------------------------------------------------------
     def _condition(self, z: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:

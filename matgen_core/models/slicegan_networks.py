@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 
 def check_uid(kernels, strides, paddings) -> None:
@@ -83,11 +84,44 @@ def subpixel_conv_transpose3d(x: torch.Tensor, weight: torch.Tensor, stride: int
     return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
 
 
+# Resize-convolution written as a transposed convolution (``gen_upsample="resize"``).
+# Nearest-neighbour upsampling by 2 followed by a 3-tap convolution reads, for every output voxel,
+# two neighbouring input voxels, as a 4-tap stride-2 transposed convolution does: tap ``t`` of
+# the transposed kernel is the sum of the 3-tap weights that land on the same input voxel,
+# (w2, w1 + w2, w0 + w1, w0). Both output phases (even, odd) then sum to w0 + w1 + w2, so a
+# uniform input gives a uniform output: a layer cannot imprint its stride on the mean of the
+# volume, which a free 4-tap kernel can (the 32-voxel lattice, docs/fidelity.md).
+RESIZE_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=np.float64)
+_RESIZE_INVERSE = np.linalg.pinv(RESIZE_TAPS)  # least squares: a 4-tap kernel -> 3 taps
+
+
+class ResizeKernel(nn.Module):
+    """Parametrisation of a ``ConvTranspose3d`` weight (kernel 4, stride 2) as nearest-neighbour
+    upsampling by 2 followed by a 3x3x3 convolution: the stored parameter is the 3x3x3 kernel
+    (C_in, C_out, 3, 3, 3), the layer's ``weight`` the equivalent (C_in, C_out, 4, 4, 4) one.
+    The layer keeps its size arithmetic (output ``2n + 2 - 2p``), so tiling, periodic latents
+    and the sub-pixel path work unchanged; the cost is that of the transposed convolution."""
+
+    def forward(self, kernel3: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(RESIZE_TAPS, dtype=kernel3.dtype, device=kernel3.device)
+        return torch.einsum("ia,jb,kc,xyabc->xyijk", m, m, m, kernel3)
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(_RESIZE_INVERSE, dtype=weight.dtype, device=weight.device)
+        return torch.einsum("ai,bj,ck,xyijk->xyabc", m, m, m, weight)
+
+
+UPSAMPLING = ("transposed", "resize")
+
 SUBPIXEL_MAX_CHANNELS = 8  # layers with at most this many output channels use the conv form
 
 
 class Generator(nn.Module):
     """3D generator: ConvTranspose3d stack, BatchNorm + ReLU between, softmax or tanh output.
+
+    ``upsample``: "transposed" (free 4x4x4 kernels, as published) or "resize" (every layer is
+    nearest-neighbour upsampling and a 3x3x3 convolution, :class:`ResizeKernel`; needs kernel 4,
+    stride 2 in every layer).
 
     Speed (same function, same parameters): the narrow last layer runs as a sub-pixel convolution
     (:func:`subpixel_conv_transpose3d`), and in eval mode each BatchNorm is folded into the
@@ -95,13 +129,23 @@ class Generator(nn.Module):
     ``forward_plain`` is the textbook module-by-module pass, kept as the benchmarks' baseline.
     """
 
-    def __init__(self, nz, channels, kernels, strides, paddings, out_channels, kind):
+    def __init__(self, nz, channels, kernels, strides, paddings, out_channels, kind,
+                 upsample: str = "transposed"):
         super().__init__()
         check_uid(kernels, strides, paddings)
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"gen_upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
+        if upsample == "resize" and any((k, s) != (4, 2) for k, s in zip(kernels, strides)):
+            raise ValueError("gen_upsample=resize needs gen_kernels of 4 and gen_strides of 2 in "
+                             "every layer")
         widths = [nz, *channels, out_channels]
         self.convs = nn.ModuleList(
             nn.ConvTranspose3d(widths[i], widths[i + 1], kernels[i], strides[i], paddings[i], bias=False)
             for i in range(len(widths) - 1))
+        if upsample == "resize":
+            for conv in self.convs:
+                parametrize.register_parametrization(conv, "weight", ResizeKernel())
+        self.upsample = upsample
         self.norms = nn.ModuleList(nn.BatchNorm3d(w) for w in widths[1:-1])
         self.kind = kind
 

@@ -25,6 +25,10 @@ from types import MappingProxyType
 #       image's: under isotropy it sets the 3D surface area (slicegan_s2.py; 0 = off, as published).
 #   interface_start: the generator step from which interface_weight applies (from the first step
 #       it overrides the critic before the structure has formed; docs/fidelity.md).
+#   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
+#       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
+#       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;
+#       slicegan_networks.ResizeKernel).
 #   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
 def _frozen(**values) -> MappingProxyType:
@@ -51,7 +55,7 @@ _PAPER = dict(
     gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
-    interface_weight=0.0, interface_start=0,
+    interface_weight=0.0, interface_start=0, gen_upsample="transposed",
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -77,7 +81,7 @@ _QUICK = dict(
     gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
-    interface_weight=100.0, interface_start=750,
+    interface_weight=100.0, interface_start=750, gen_upsample="transposed",
 )
 _STANDARD = dict(
     _QUICK,
