@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model", help="slicegan, dcgan, vae or vaegan")
     t.add_argument("images", nargs="*", help="training image(s): 1, or 2-3 for anisotropic SliceGAN")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published)")
+    t.add_argument("--preset", default="quick",
+                   help="quick (CPU, ~10 min: a first look), standard (SliceGAN only: CPU, ~40 min, "
+                        "the published 64 px window) or paper (the published recipe, for a GPU)")
     t.add_argument("--steps", type=int, help="total generator steps (default: the preset's)")
     t.add_argument("--max-minutes", type=float, help="stop after this many minutes (checkpointed)")
     t.add_argument("--seed", type=int, default=0)

@@ -154,7 +154,7 @@ def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, po
     policy = resolve_policy(policy, fractions)
     data = config["data"]
     base = {"run": str(run_dir.resolve()), "run_name": run_dir.name, "model": config["model"],
-            "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
+            "recipe": runs.recipe(config), "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
             "phase_values": data.get("phase_values") if data["kind"] == "nphase" else None}
     trainer = build_trainer(run_dir, device, with_data=False)
     # weights only (no critic or optimiser state); a foreign checkpoint: a message, no traceback
@@ -310,7 +310,8 @@ def describe(info: dict) -> list[str]:
             "calibrated": "calibrated: a per-phase logit bias meets the training image's fractions",
             "steered": "steered: a per-phase logit bias meets the requested fractions"
                        + (" (conditional generator sampled at them)" if info.get("conditional") else "")}
-    lines = [f"policy {what.get(policy, policy)}; run {info.get('run_name')} step {info.get('step')}, "
+    recipe = f" (preset {info['recipe']})" if info.get("recipe") else ""
+    lines = [f"policy {what.get(policy, policy)}; run {info.get('run_name')}{recipe} step {info.get('step')}, "
              f"seed {info.get('seed')}, shape {'x'.join(map(str, info.get('shape', [])))}, "
              f"{info.get('computed', '')}"]
     if info.get("achieved_fractions") is not None:

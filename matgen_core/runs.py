@@ -283,7 +283,8 @@ def create_run(run_dir, model: str, micrographs: list[Micrograph], preset: str =
                 shapes=[list(m.shape) for m in micrographs])
     config = dict(version=CONFIG_VERSION, model=model, preset=preset, seed=int(seed),
                   created=_dt.datetime.now().isoformat(timespec="seconds"),
-                  model_config=model_config, data=data)
+                  model_config=model_config, data=data,
+                  changed_settings=jsonable(dict(overrides or {})))
     existed = run_dir.exists()
     try:
         (run_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -391,6 +392,17 @@ def config_problem(config) -> str:
     if data.get("kind") not in ("nphase", "gray", "color"):
         return f"data.kind is {data.get('kind')!r}"
     return ""
+
+
+def recipe(config: dict) -> str:
+    """How a run was set up, in one line: its preset and the settings the user changed from it,
+    e.g. ``quick + gen_upsample=resize, steps=300`` (runs made before stop 29 did not record
+    their changes: the preset alone)."""
+    changed = config.get("changed_settings") or {}
+    text = str(config.get("preset", "?"))
+    if changed:
+        text += " + " + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
+    return text
 
 
 def load_images(run_dir) -> list[np.ndarray]:

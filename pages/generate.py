@@ -274,7 +274,8 @@ def show_generation_info(info: dict) -> None:
             "steered": "a per-phase logit bias meets the requested fractions"}
     with st.container(border=True):
         st.markdown(f"**How it was made**  \nlabel policy **{policy}**: {what.get(policy, '')}")
-        lines = [f"run `{info.get('run_name')}`, step {info.get('step')}, seed {info.get('seed')}",
+        recipe = f" (preset {info['recipe']})" if info.get("recipe") else ""
+        lines = [f"run `{info.get('run_name')}`{recipe}, step {info.get('step')}, seed {info.get('seed')}",
                  f"{' x '.join(map(str, info.get('shape', [])))} voxels, {info.get('computed', '')}"]
         if info.get("bias") is not None:
             lines.append("bias " + " / ".join(f"{v:+.3f}" for v in info["bias"]) + " (logit units, per phase)")

@@ -111,7 +111,7 @@ def show_run(run_dir: Path) -> None:
     job = mgr.get(run_dir)
     active = job is not None and job.active
     st.subheader(f"Run `{run_dir.name}`")
-    st.caption(f"{MODEL_LABELS.get(info.model, info.model)} | preset {config.get('preset', '?')} | "
+    st.caption(f"{MODEL_LABELS.get(info.model, info.model)} | preset {runs.recipe(config)} | "
                f"{_ui.KIND_NAMES.get(info.kind, info.kind)}"
                + (f", {info.n_phases} phases" if info.kind == "nphase" else "")
                + f" | created {info.created.replace('T', ' ')} | folder {run_dir}")

@@ -1,11 +1,12 @@
 """The training driver: events, budgets, stop flag, atomic checkpoints, exact resume."""
+import json
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from matgen_core import generate, runs, train
+from matgen_core import generate, io, runs, train
 from matgen_core.errors import MatgenInputError
 from matgen_core.io import Micrograph
 from conftest import TINY_SLICEGAN, blobs
@@ -29,6 +30,22 @@ def test_create_run_writes_config_and_data(run_dir):
     assert np.array_equal(runs.load_images(run_dir)[0], blobs(64))
     with pytest.raises(MatgenInputError, match="already holds a run"):
         runs.create_run(run_dir, "slicegan", [micrograph(blobs(64))])
+
+
+def test_a_volume_file_names_the_preset_and_the_settings_changed_from_it(tmp_path, run_dir):
+    """How a volume was made includes the recipe: the preset plus the user's own changes, recorded
+    when the run is created (the preset may change later), in config.json and every file."""
+    assert runs.load_config(run_dir)["changed_settings"] == json.loads(json.dumps(TINY_SLICEGAN))
+    other = runs.create_run(tmp_path / "resize", "slicegan", [micrograph(blobs(64))],
+                            overrides={**TINY_SLICEGAN, "gen_upsample": "resize"})
+    text = runs.recipe(runs.load_config(other))
+    assert text.startswith("quick + ") and 'gen_upsample="resize"' in text and "lz=3" in text
+    train.train(other, steps=1, preview_every=0)
+    result = generate.generate(other, shape=(16, 16, 16), seed=1, out_path=tmp_path / "v.tif")
+    assert io.read_generation_info(tmp_path / "v.tif")["recipe"] == text
+    assert "(preset quick + " in generate.describe(result.info)[0]
+    plain = runs.create_run(tmp_path / "plain", "slicegan", [micrograph(blobs(64))], preset="standard")
+    assert runs.recipe(runs.load_config(plain)) == "standard"
 
 
 def test_unknown_override_is_rejected(tmp_path):
