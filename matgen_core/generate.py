@@ -154,7 +154,8 @@ def generate(run_dir, shape=None, seed: int = 0, *, count: int | None = None, po
     policy = resolve_policy(policy, fractions)
     data = config["data"]
     base = {"run": str(run_dir.resolve()), "run_name": run_dir.name, "model": config["model"],
-            "recipe": runs.recipe(config), "step": int(checkpoint.get("step", 0)), "seed": int(seed), "kind": data["kind"],
+            "recipe": runs.recipe(config), "step": int(checkpoint.get("step", 0)), "seed": int(seed),
+            "kind": data["kind"],
             "phase_values": data.get("phase_values") if data["kind"] == "nphase" else None}
     trainer = build_trainer(run_dir, device, with_data=False)
     # weights only (no critic or optimiser state); a foreign checkpoint: a message, no traceback

@@ -396,8 +396,8 @@ def config_problem(config) -> str:
 
 def recipe(config: dict) -> str:
     """How a run was set up, in one line: its preset and the settings the user changed from it,
-    e.g. ``quick + gen_upsample=resize, steps=300`` (runs made before stop 29 did not record
-    their changes: the preset alone)."""
+    e.g. ``quick + gen_upsample="resize", lr_g=0.0005`` (runs made before stop 29 did not
+    record their changes: the preset alone)."""
     changed = config.get("changed_settings") or {}
     text = str(config.get("preset", "?"))
     if changed:

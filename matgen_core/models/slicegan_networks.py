@@ -102,12 +102,18 @@ class ResizeKernel(nn.Module):
     The layer keeps its size arithmetic (output ``2n + 2 - 2p``), so tiling, periodic latents
     and the sub-pixel path work unchanged; the cost is that of the transposed convolution."""
 
+    def __init__(self):
+        super().__init__()
+        # constants, made once and moved with the module (not saved: state dicts are unchanged)
+        self.register_buffer("taps", torch.tensor(RESIZE_TAPS, dtype=torch.float32), persistent=False)
+        self.register_buffer("inverse", torch.tensor(_RESIZE_INVERSE, dtype=torch.float32), persistent=False)
+
     def forward(self, kernel3: torch.Tensor) -> torch.Tensor:
-        m = torch.as_tensor(RESIZE_TAPS, dtype=kernel3.dtype, device=kernel3.device)
+        m = self.taps.to(kernel3.dtype)
         return torch.einsum("ia,jb,kc,xyabc->xyijk", m, m, m, kernel3)
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        m = torch.as_tensor(_RESIZE_INVERSE, dtype=weight.dtype, device=weight.device)
+        m = self.inverse.to(device=weight.device, dtype=weight.dtype)
         return torch.einsum("ai,bj,ck,xyijk->xyabc", m, m, m, weight)
 
 
@@ -145,7 +151,6 @@ class Generator(nn.Module):
         if upsample == "resize":
             for conv in self.convs:
                 parametrize.register_parametrization(conv, "weight", ResizeKernel())
-        self.upsample = upsample
         self.norms = nn.ModuleList(nn.BatchNorm3d(w) for w in widths[1:-1])
         self.kind = kind
 
