@@ -81,6 +81,75 @@ class CropSampler:
         return torch.stack(crops)
 
 
+DIAGONAL_SPACING = float(np.sqrt(2.0))  # voxel spacing along a face diagonal of the cubic grid
+
+
+class DiagonalCropSampler:
+    """Random crops of one training image as a diagonal section of a voxel volume would show it.
+
+    A plane through a cubic voxel grid along a face diagonal (normal (1, 1, 0)) holds voxels
+    1 apart along its other axis and sqrt(2) apart along the diagonal; in an isotropic material it
+    shows the same structure as any other section, at those spacings. So a crop is ``crop`` rows
+    of the image at unit spacing and ``crop`` columns sqrt(2) apart (nearest pixel, random
+    sub-pixel phase), the image transposed at random first (its rows and columns are equivalent
+    in an isotropic material). ``image``: encoded ``(C, H, W)``; or ``(C, Z, Y, X)``, a volume,
+    whose real diagonal planes are cut instead. Used by SliceGAN's ``critic_diagonal``.
+    """
+
+    def __init__(self, image: np.ndarray, crop: int):
+        self.image = torch.from_numpy(np.ascontiguousarray(image))
+        self.crop = crop
+        self.is_volume = image.ndim == 4
+        self.span = diagonal_span(crop)  # image pixels a crop's columns cover (2D image)
+        shape = image.shape[1:]
+        if self.is_volume:
+            self.orientations = (False,) if min(shape) >= crop else ()
+        else:  # False: columns along the image's columns (its width); True: transposed
+            h, w = shape
+            self.orientations = tuple(t for t, (rows, cols) in ((False, (h, w)), (True, (w, h)))
+                                      if rows >= crop and cols >= self.span)
+        if not self.orientations:
+            need = f"{crop}x{crop}x{crop}" if self.is_volume else f"{crop}x{self.span}"
+            raise MatgenInputError(
+                f"The training image is {'x'.join(map(str, shape))} px but diagonal crops "
+                f"(critic_diagonal) need {need} px; use a larger image, a smaller crop (img_size), "
+                f"or critic_diagonal=false.")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return ``n`` random crops as float32 ``(n, C, crop, crop)``: rows at unit spacing,
+        columns along a diagonal (sqrt(2) apart)."""
+        if self.is_volume:
+            return torch.stack([self._volume_crop(generator) for _ in range(n)])
+        c, span = self.crop, self.span
+        steps = torch.arange(c, dtype=torch.float64) * DIAGONAL_SPACING
+        crops = []
+        for _ in range(n):
+            pick = int(torch.randint(0, len(self.orientations), (), generator=generator))
+            image = self.image.transpose(1, 2) if self.orientations[pick] else self.image
+            h, w = image.shape[-2:]
+            y = int(torch.randint(0, h - c + 1, (), generator=generator))
+            x = int(torch.randint(0, w - span + 1, (), generator=generator))
+            cols = x + torch.floor(torch.rand((), generator=generator, dtype=torch.float64) + steps).long()
+            crops.append(image[:, y:y + c][:, :, cols])
+        return torch.stack(crops)
+
+    def _volume_crop(self, generator) -> torch.Tensor:
+        c = self.crop
+        free = int(torch.randint(0, 3, (), generator=generator))
+        vol = self.image.movedim(1 + free, 1)  # (C, free, a, b)
+        if torch.rand((), generator=generator) < 0.5:
+            vol = vol.flip(3)
+        p, a, b = (int(torch.randint(0, s - c + 1, (), generator=generator)) for s in vol.shape[1:])
+        t = torch.arange(c)
+        return vol[:, p:p + c][:, :, a + t, b + t]
+
+
+def diagonal_span(crop: int) -> int:
+    """Image pixels that ``crop`` samples sqrt(2) apart can reach: the width a training image needs
+    for diagonal crops (45 px for 32 px crops, 91 px for 64 px)."""
+    return int(np.floor(1 + (crop - 1) * DIAGONAL_SPACING)) + 1
+
+
 def image_fractions(images, n_phases: int) -> np.ndarray:
     """Mean over ``images`` (label arrays 0..n-1) of each one's phase fractions, (n_phases,).
 

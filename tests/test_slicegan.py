@@ -4,9 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from matgen_core.data import DiagonalCropSampler, diagonal_span, encode
+from matgen_core.errors import MatgenInputError
 from matgen_core.models.slicegan import (PRESETS, Critic, Generator, SliceGANTrainer, check_uid,
-                                         critic_losses, gradient_penalty, latent_size_for,
-                                         output_size, slices, subpixel_conv_transpose3d)
+                                         critic_losses, diagonal_sections, gradient_penalty,
+                                         latent_size_for, output_size, slices,
+                                         subpixel_conv_transpose3d)
 from matgen_core.models.slicegan_networks import ResizeKernel
 from conftest import TINY_SLICEGAN, blobs
 
@@ -77,6 +80,65 @@ def test_training_step_feeds_all_slices_when_critic_slices_is_none():
     assert seen.count(3 * (real + 2 * 32)) == iters
     assert seen.count(3 * min(real, 2 * 32)) == iters
     assert seen[-1] == 3 * 2 * 32 and len(seen) == 2 * iters + 1
+
+
+def test_diagonal_sections_are_the_face_diagonal_planes():
+    vol = torch.arange(2 * 1 * 5 ** 3, dtype=torch.float32).reshape(2, 1, 5, 5, 5)
+    planes = diagonal_sections(vol)
+    assert planes.shape == (2 * 6, 1, 5, 5)
+    i = torch.arange(5)
+    v = vol[1, 0]
+    # rows: the plane's axis (Z, Y, X in turn); columns: the diagonal, then the anti-diagonal
+    expected = [v[:, i, i], v[:, i, 4 - i], v[i, :, i].T, v[i, :, 4 - i].T, v[i, i, :].T, v[i, 4 - i, :].T]
+    for k, plane in enumerate(expected):
+        assert torch.equal(planes[6 + k, 0], plane), k
+
+
+def test_diagonal_crops_sample_columns_sqrt2_apart():
+    h, w = 40, 60
+    columns = np.broadcast_to(np.arange(w, dtype=np.float32), (h, w))  # a pixel holds its column
+    rows = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (h, w))
+    image = np.stack([rows, columns])  # (C=2, H, W): the crop tells where each pixel came from
+    sampler = DiagonalCropSampler(image, 32)
+    assert sampler.span == diagonal_span(32) == 45 and sampler.orientations == (False,)  # 40 < 45
+    crops = sampler.sample(50, generator=torch.Generator().manual_seed(0)).numpy()
+    steps = np.diff(crops[:, 1], axis=-1)
+    assert set(np.unique(steps)) == {1.0, 2.0}  # nearest pixels of points sqrt(2) apart
+    assert np.allclose((crops[:, 1, :, -1] - crops[:, 1, :, 0]) / 31, np.sqrt(2), atol=1 / 31)
+    assert np.all(np.diff(crops[:, 0], axis=-2) == 1)  # rows: consecutive
+    # a square image wide enough: both orientations are drawn
+    square = DiagonalCropSampler(encode(blobs(64), "nphase", 2), 32)
+    assert square.orientations == (False, True)
+    with pytest.raises(MatgenInputError, match="32x45"):
+        DiagonalCropSampler(encode(blobs(40), "nphase", 2), 32)
+
+
+def test_diagonal_crops_of_a_volume_are_its_diagonal_planes():
+    vol = np.arange(34 * 33 * 32, dtype=np.float32).reshape(1, 34, 33, 32)  # a voxel holds its index
+    crops = DiagonalCropSampler(vol, 32).sample(20, generator=torch.Generator().manual_seed(1))
+    zyx = np.stack(np.unravel_index(crops[:, 0].numpy().astype(np.int64), vol.shape[1:]), -1)  # (n, 32, 32, 3)
+    for crop in zyx:
+        steps = np.diff(crop, axis=1)  # along a row: two axes move by 1 each (one of them maybe -1)
+        assert np.all(np.abs(steps).sum(-1) == 2) and np.all((steps == 0).sum(-1) == 1)
+        assert np.all(np.abs(np.diff(crop, axis=0)).sum(-1) == 1)  # down a column: one axis by 1
+
+
+def test_critic_diagonal_adds_a_critic_for_the_diagonal_planes():
+    tr = tiny_trainer([blobs(64)], critic_diagonal=True, batch_size=2)
+    assert len(tr.critics) == 2 and tr.critic_groups()[-1] == (1, [3])
+    seen = []
+    tr.critics[1].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    before = [p.detach().clone() for p in tr.critics[1].parameters()]
+    losses = tr.train_step(0)
+    assert all(np.isfinite(v) for v in losses.values())
+    real = tr.config["real_batch"]
+    # critic step: real crops + 2 volumes x 6 diagonal planes, then the penalty's interpolates;
+    # generator step: the 12 fake planes
+    assert [s[0] for s in seen] == [real + 12, min(real, 12), 12]
+    assert all(s[1:] == (2, 32, 32) for s in seen)
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.critics[1].parameters()))
+    with pytest.raises(MatgenInputError, match="critic_diagonal"):
+        tiny_trainer([blobs(64, seed=1), blobs(64, seed=2)], num_images=2, critic_diagonal=True)
 
 
 def test_anisotropic_uses_one_critic_per_image():

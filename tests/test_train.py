@@ -162,6 +162,11 @@ def test_image_smaller_than_crop_is_refused_before_anything_is_written(tmp_path)
     with pytest.raises(MatgenInputError, match="32x32"):
         runs.create_run(tmp_path / "r", "slicegan", [micrograph(blobs(24))], overrides=TINY_SLICEGAN)
     assert not (tmp_path / "r").exists()
+    # diagonal crops reach sqrt(2) times further along one side
+    with pytest.raises(MatgenInputError, match="45 px along one side"):
+        runs.create_run(tmp_path / "r", "slicegan", [micrograph(blobs(40))],
+                        overrides={**TINY_SLICEGAN, "critic_diagonal": True})
+    assert not (tmp_path / "r").exists()
 
 
 def test_damaged_runs_are_listed_with_the_reason(tmp_path, run_dir):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import CropSampler, decode, encode, image_fractions, n_channels
+from ..data import CropSampler, DiagonalCropSampler, decode, encode, image_fractions, n_channels
 from ..metrics import expected_cube_variance
 from ..errors import MatgenInputError
 from ..preview import to_display
@@ -62,6 +62,26 @@ def slices(volumes: torch.Tensor, axis: int, count: int | None = None,
         idx = torch.stack([torch.randperm(moved.shape[1], generator=generator)[:count] for _ in range(b)])
         moved = moved[torch.arange(b)[:, None], idx.to(moved.device)]
     return moved.reshape(-1, c, *moved.shape[-2:]).contiguous(memory_format=torch.channels_last)
+
+
+DIAGONAL = 3  # the slicing "direction" of the diagonal critic (critic_diagonal): after Z, Y, X
+
+
+def diagonal_sections(volumes: torch.Tensor) -> torch.Tensor:
+    """The six face-diagonal planes of cubic volumes (B, C, L, L, L): (B * 6, C, L, L).
+
+    For each axis (rows of the image, voxel spacing 1), the plane through the volume's diagonal
+    and its anti-diagonal in the other two axes (columns, spacing sqrt(2)): sections no
+    orthogonal slice shows, compared with ``data.DiagonalCropSampler`` crops (critic_diagonal).
+    """
+    b, c = volumes.shape[:2]
+    planes = []
+    for axis in range(3):
+        moved = volumes.movedim(2 + axis, 2)  # (B, C, rows, a, b)
+        planes.append(moved.diagonal(dim1=-2, dim2=-1))
+        planes.append(moved.flip(-1).diagonal(dim1=-2, dim2=-1))
+    out = torch.stack(planes, dim=1)  # (B, 6, C, rows, L)
+    return out.reshape(b * 6, c, *out.shape[-2:]).contiguous(memory_format=torch.channels_last)
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, groups: int = 1,
@@ -151,7 +171,13 @@ class SliceGANTrainer:
         self.direction_image = direction_images(c.get("num_images", 1))
         # augment_dihedral applies when one image serves all three directions (isotropic)
         self.orient_randomly = bool(c.get("augment_dihedral", False)) and len(set(self.direction_image)) == 1
-        n_critics = max(self.direction_image) + 1
+        # critic_diagonal: one more critic, for face-diagonal sections (isotropic runs only)
+        self.diagonal = bool(c.get("critic_diagonal", False))
+        if self.diagonal and len(set(self.direction_image)) != 1:
+            raise MatgenInputError(
+                "critic_diagonal compares diagonal sections with the training image, which assumes "
+                "an isotropic material (one training image); with 2 or 3 images set it to false.")
+        n_critics = max(self.direction_image) + 1 + self.diagonal
         self.critics = nn.ModuleList(
             Critic(self.channels, c["critic_channels"], c["critic_kernels"], c["critic_strides"],
                    c["critic_paddings"]) for _ in range(n_critics)).to(self.device)
@@ -178,6 +204,8 @@ class SliceGANTrainer:
             encoded = [encode(im, self.kind, self.n_phases) for im in images]
             self.samplers = [CropSampler(e, c["img_size"], axis=d)
                              for d, e in ((d, encoded[self.direction_image[d]]) for d in range(3))]
+            if self.diagonal:  # samplers[DIAGONAL]
+                self.samplers.append(DiagonalCropSampler(encoded[0], c["img_size"]))
             if self.kind == "nphase":  # target fractions: the training images' own
                 self.target_fractions = self._tensor(image_fractions(images, self.n_phases))
                 if c.get("volume_fraction_weight"):
@@ -243,7 +271,7 @@ class SliceGANTrainer:
         fixed orientation, so the volume's Y axis (a row in Z slices, a column in X slices) stays
         distinguishable from Z and X and the critic can judge it differently (docs/fidelity.md).
         Otherwise ``images`` unchanged."""
-        if self.orient_randomly:
+        if self.orient_randomly and axis != DIAGONAL:  # a diagonal crop's two axes are not alike
             return dihedral(images)
         return images
 
@@ -264,11 +292,20 @@ class SliceGANTrainer:
         return weight * (gap ** 2).sum(), gap.abs().max().item()
 
     def critic_groups(self) -> list[tuple[int, list[int]]]:
-        """``(critic index, slicing directions it judges)``: one group for an isotropic run."""
+        """``(critic index, slicing directions it judges)``: one group for an isotropic run, and
+        with ``critic_diagonal`` a last one, (its own critic, [DIAGONAL])."""
         groups: dict[int, list[int]] = {}
         for axis, image in enumerate(self.direction_image):
             groups.setdefault(image, []).append(axis)
+        if self.diagonal:
+            groups[len(self.critics) - 1] = [DIAGONAL]
         return list(groups.items())
+
+    @staticmethod
+    def _sections(fake: torch.Tensor, axis: int, count: int | None) -> torch.Tensor:
+        """The fake volumes' 2D sections for direction ``axis``: ``count`` random slices per volume
+        perpendicular to Z, Y or X, or for DIAGONAL the six face-diagonal planes of each."""
+        return diagonal_sections(fake) if axis == DIAGONAL else slices(fake, axis, count)
 
     def critic_updates_per_iteration(self) -> list[list[tuple[int, list[int]]]]:
         """The critic optimiser steps of one critic iteration, each a list of (critic, directions).
@@ -313,7 +350,7 @@ class SliceGANTrainer:
                 loss = 0.0
                 for index, axes in update:
                     reals = [self._real(axis, targets) for axis in axes]
-                    fakes = [self._oriented(slices(fake, axis, count).float(), axis) for axis in axes]
+                    fakes = [self._oriented(self._sections(fake, axis, count).float(), axis) for axis in axes]
                     with self._autocast():
                         parts = critic_losses(self.critics[index], reals, fakes, c["gp_lambda"])
                     loss = loss + parts["loss"].sum()
@@ -331,7 +368,7 @@ class SliceGANTrainer:
                 fake = self.generator(self._condition(self._noise(gen_bs, lz), targets))
             g_loss = 0.0
             for index, axes in groups:
-                fake_slices = torch.cat([self._oriented(slices(fake, axis, count), axis) for axis in axes])
+                fake_slices = torch.cat([self._oriented(self._sections(fake, axis, count), axis) for axis in axes])
                 with self._autocast():
                     scores = self.critics[index](fake_slices)
                 g_loss = g_loss - scores.view(len(axes), -1).mean(1).sum()
@@ -346,8 +383,9 @@ class SliceGANTrainer:
             self.critics.requires_grad_(True)
         self.opt_g.step()
         self._update_ema()
-        return {"critic": d_loss_total / 3, "generator": g_loss.item(), "wasserstein": wass_total / 3,
-                "gradient_penalty": gp_total / 3, "fraction_error": frac_err,
+        n_dirs = sum(len(axes) for _, axes in groups)  # per direction, as logged before diagonals
+        return {"critic": d_loss_total / n_dirs, "generator": g_loss.item(), "wasserstein": wass_total / n_dirs,
+                "gradient_penalty": gp_total / n_dirs, "fraction_error": frac_err,
                 **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {}),
                 **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {}),
                 **{f"{name}_gap": gap for name, (_, gap) in statistics.items()}}

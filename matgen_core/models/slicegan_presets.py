@@ -29,6 +29,11 @@ from types import MappingProxyType
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
 #       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;
 #       slicegan_networks.ResizeKernel).
+#   critic_diagonal: one more critic, judging the six face-diagonal planes of every volume
+#       (normal (1, 1, 0) and its like: sections no orthogonal slice shows) against crops of the
+#       training image sampled sqrt(2) apart along one axis, as such a plane's voxels lie. Under
+#       isotropy every section looks alike; without it the generator's volumes are free to differ
+#       along diagonals (isotropic runs only; False = off, as published; docs/fidelity.md).
 #   conditional, fraction_range: conditional SliceGAN (docs/fractions.md).
 # ---------------------------------------------------------------------------------------------
 def _frozen(**values) -> MappingProxyType:
@@ -55,7 +60,7 @@ _PAPER = dict(
     gp_lambda=10.0, critic_slices=None, fraction_weight=0.0, precision="fp32", steps=5400,
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
-    interface_weight=0.0, interface_start=0, gen_upsample="transposed",
+    interface_weight=0.0, interface_start=0, gen_upsample="transposed", critic_diagonal=False,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -81,7 +86,7 @@ _QUICK = dict(
     gp_lambda=10.0, critic_slices=8, fraction_weight=10.0, precision="fp32", steps=1500,
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
-    interface_weight=100.0, interface_start=750, gen_upsample="transposed",
+    interface_weight=100.0, interface_start=750, gen_upsample="transposed", critic_diagonal=False,
 )
 _STANDARD = dict(
     _QUICK,
