@@ -26,6 +26,14 @@ for one phase (default 1 = NMC):
   random sign). A statistically homogeneous material has no such pattern (the truth's 8
   octants: 0.15-0.20 pp, below their floor because together they tile whole planes, which are
   uniform); a transposed-convolution generator imprints one (docs/fidelity.md).
+* ``diagonal``: the same structure seen along directions no orthogonal slice shows. 3D boundary
+  crossings per voxel length along the axes, the face diagonals (1, 1, 0) and the body diagonals
+  (1, 1, 1); and in 2D, clusters per 10^4 px^2 and the area-weighted cluster size (px^2) in
+  orthogonal slices (every 8th) against the six face-diagonal planes of each volume at 5 offsets
+  (their voxels lie sqrt(2) apart along the diagonal; areas in px^2). An isotropic material shows
+  the same figures in every direction, up to the grid's own discretisation (the truth: see its
+  line); a SliceGAN critic sees only the orthogonal slices (``critic_diagonal`` adds the diagonal
+  planes through each training volume's centre).
 * ``tortuosity`` (``--tortuosity``, slow: ~1 CPU min a volume): the phase's tortuosity along each
   axis on each whole 128^3 volume, with the same solver settings as fidelity_experiments.py.
   The truth's figures are its 8 octants (``truth --tortuosity``, saved to
@@ -147,6 +155,43 @@ def lattice(volumes: list[np.ndarray], phase: int, period: int) -> str:
         period, np.round(found, 2), np.round(floor, 2))
 
 
+def _section_clusters(section: np.ndarray, phase: int, pixel_area: float) -> tuple[float, float]:
+    """Clusters per 10^4 px^2 and the area-weighted cluster size (px^2) of ``phase`` in one section."""
+    labels, n = ndimage.label(section == phase)
+    sizes = np.bincount(labels.ravel())[1:] * pixel_area
+    return n / (section.size * pixel_area) * 1e4, (sizes ** 2).sum() / max(sizes.sum(), 1e-9)
+
+
+def diagonal(volumes: list[np.ndarray], phase: int) -> str:
+    """Directional figures of ``phase``: boundary crossings per length along axes, face and body
+    diagonals (3D), and 2D clusters in orthogonal slices vs face-diagonal planes (see the top)."""
+    crossings = {"axes": [], "face diagonals": [], "body diagonals": []}
+    ortho, diag = [], []
+    for v in volumes:
+        m = v == phase
+        crossings["axes"].append(np.mean([(np.diff(m, axis=a) != 0).mean() for a in range(3)]))
+        crossings["face diagonals"].append(np.mean(
+            [(m[1:, 1:] != m[:-1, :-1]).mean(), (m[:, 1:, 1:] != m[:, :-1, :-1]).mean(),
+             (m[1:, :, 1:] != m[:-1, :, :-1]).mean()]) / np.sqrt(2))
+        crossings["body diagonals"].append((m[1:, 1:, 1:] != m[:-1, :-1, :-1]).mean() / np.sqrt(3))
+        ortho += [_section_clusters(np.take(v, i, axis=a), phase, 1.0)
+                  for a in range(3) for i in range(4, v.shape[a], 8)]
+        n = min(v.shape)
+        for a in range(3):
+            moved = np.moveaxis(v[:n, :n, :n], a, 0)
+            for grid in (moved, moved[:, :, ::-1]):
+                for c in (-n * 3 // 8, -n * 3 // 16, 0, n * 3 // 16, n * 3 // 8):
+                    t = np.arange(max(0, -c), min(n, n - c))
+                    diag.append(_section_clusters(grid[:, t, t + c], phase, np.sqrt(2)))
+    o, d = np.mean(ortho, 0), np.mean(diag, 0)
+    c = {k: np.mean(x) for k, x in crossings.items()}
+    return ("boundary crossings per voxel length: axes %.4f, face diagonals %.4f (x%.3f), body "
+            "diagonals %.4f (x%.3f) | 2D clusters per 1e4 px^2 orthogonal %.2f, diagonal %.2f (x%.3f) | "
+            "area-weighted cluster orthogonal %.0f, diagonal %.0f px^2 (x%.3f)" % (
+                c["axes"], c["face diagonals"], c["face diagonals"] / c["axes"], c["body diagonals"],
+                c["body diagonals"] / c["axes"], o[0], d[0], d[0] / o[0], o[1], d[1], d[1] / o[1]))
+
+
 def tortuosity_table(volumes: list[np.ndarray], phase: int) -> np.ndarray:
     """(volumes, 3) tortuosity of ``phase`` along Z, Y, X on each whole volume (inf: no path)."""
     return np.array([[metrics.tortuosity(v, phase, axis=a, **TAU_SETTINGS)["tau"]
@@ -196,6 +241,7 @@ def main(argv=None) -> None:
         for s in range(len(volumes) + 1, args.lattice_volumes + 1)]
     print(f"{args.name} lattice:  {lattice(folded, args.phase, period)} over {len(folded)} volumes",
           flush=True)
+    print(f"{args.name} diagonal: {diagonal(volumes, args.phase)}", flush=True)
     if args.tortuosity:
         saved = RUNS / "truth_octant_tortuosity.json"
         taus = tortuosity_table(volumes, args.phase)
