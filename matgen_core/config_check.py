@@ -45,8 +45,8 @@ _NULLABLE = ("critic_slices", "nz")  # null means "all slices" / "img_size / 2" 
 
 
 def _fail(key: str, what: str, value) -> None:
-    raise MatgenInputError(f"Setting {key}={_show(value)} is invalid: {what}; fix it in --set "
-                           f"{key}=... (or the form / config.json).")
+    raise MatgenInputError(f"Setting {key}={_show(value)} is invalid: {what}; change {key} (on "
+                           f"the Train page's form, or --set {key}=... on the command line).")
 
 
 def _show(value) -> str:
