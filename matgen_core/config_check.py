@@ -178,19 +178,17 @@ def check_images_fit(model: str, config: dict, shapes: list[tuple[int, ...]], so
     if not _is_int(crop):
         return
     for k, shape in enumerate(shapes):
+        name = sources[k] if k < len(sources) and sources[k] else f"image {k + 1}"
+        size = "x".join(map(str, shape))
         if min(shape) < crop:  # a volume: crops are cut from planes along all three axes
-            name = sources[k] if k < len(sources) and sources[k] else f"image {k + 1}"
-            size = "x".join(map(str, shape))
             raise MatgenInputError(
                 f"The training image {name} is {size} px but training crops are {crop}x{crop} px; "
                 f"use an image of at least {crop} px a side, or a smaller crop (--set img_size=...).")
         if config.get("critic_diagonal") and len(shape) == 2:
-            from .data import diagonal_span
+            from .data import diagonal_orientations, diagonal_span
 
-            span = diagonal_span(crop)
-            if max(shape) < span:
-                name = sources[k] if k < len(sources) and sources[k] else f"image {k + 1}"
+            if not diagonal_orientations(shape, crop):
                 raise MatgenInputError(
-                    f"The training image {name} is {'x'.join(map(str, shape))} px but critic_diagonal "
-                    f"needs {span} px along one side for {crop} px crops (their columns lie sqrt(2) "
+                    f"The training image {name} is {size} px but critic_diagonal "
+                    f"needs {diagonal_span(crop)} px along one side for {crop} px crops (their columns lie sqrt(2) "
                     f"apart); use a larger image, a smaller crop (img_size), or critic_diagonal=false.")

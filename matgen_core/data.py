@@ -104,10 +104,8 @@ class DiagonalCropSampler:
         shape = image.shape[1:]
         if self.is_volume:
             self.orientations = (False,) if min(shape) >= crop else ()
-        else:  # False: columns along the image's columns (its width); True: transposed
-            h, w = shape
-            self.orientations = tuple(t for t, (rows, cols) in ((False, (h, w)), (True, (w, h)))
-                                      if rows >= crop and cols >= self.span)
+        else:
+            self.orientations = diagonal_orientations(shape, crop)
         if not self.orientations:
             need = f"{crop}x{crop}x{crop}" if self.is_volume else f"{crop}x{self.span}"
             raise MatgenInputError(
@@ -142,6 +140,15 @@ class DiagonalCropSampler:
         p, a, b = (int(torch.randint(0, s - c + 1, (), generator=generator)) for s in vol.shape[1:])
         t = torch.arange(c)
         return vol[:, p:p + c][:, :, a + t, b + t]
+
+
+def diagonal_orientations(shape: tuple[int, int], crop: int) -> tuple[bool, ...]:
+    """The orientations of an (H, W) image that hold a diagonal crop: False = columns along its
+    width, True = transposed; empty when the image is too small (``crop`` rows and
+    ``diagonal_span(crop)`` columns)."""
+    h, w = shape
+    span = diagonal_span(crop)
+    return tuple(t for t, (rows, cols) in ((False, (h, w)), (True, (w, h))) if rows >= crop and cols >= span)
 
 
 def diagonal_span(crop: int) -> int:
