@@ -671,3 +671,69 @@ def test_interface_loss_leaves_a_phase_without_boundaries_in_its_image_to_the_cr
     loss.backward()
     unknown_only = interface_loss(fake.detach(), torch.tensor([[0.0] * 3] * 3), 1.0)
     assert unknown_only[0].item() == 0.0 and unknown_only[1] == 0.0
+
+
+def test_isotropy_targets_count_the_image_pairs_at_offsets_of_the_same_length():
+    from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets, offset_family
+    assert len(offset_family((1, 1, 0))) == 6 and len(offset_family((2, 1, 0))) == 12
+    assert len(offset_family((2, 2, 1))) == 12 and offset_family((3, 0)) == [(0, 3), (3, 0)]
+    for base3, base2 in OBLIQUE_FAMILIES.items():  # the same length
+        assert sum(a * a for a in base3) == sum(a * a for a in base2)
+    img = np.random.default_rng(0).integers(0, 3, (20, 23))
+    t = isotropy_targets(img, 3)
+    assert t.shape == (3, 3)
+    # (3, 0) family, phase 2, counted directly: rows 3 apart and columns 3 apart
+    k = img == 2
+    rows, cols = (k[:-3] != k[3:]).mean(), (k[:, :-3] != k[:, 3:]).mean()
+    assert np.isclose(t[2, 2], (rows + cols) / 2)
+    # (1, 1) family: both diagonals
+    diag, anti = (k[:-1, :-1] != k[1:, 1:]).mean(), (k[:-1, 1:] != k[1:, :-1]).mean()
+    assert np.isclose(t[0, 2], (diag + anti) / 2)
+
+
+def test_isotropy_measure_agrees_on_an_isotropic_truth_and_flags_a_cubic_one():
+    # under isotropy the boundary density at a 3D offset equals a 2D section's at the same
+    # length; a volume of axis-aligned cubes (a cubic anisotropy) breaks it at (2, 2, 1)
+    from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets, offset_boundaries, offset_family
+    from matgen_core.synthetic import thresholded_grf
+
+    def ratios(vol):
+        one_hot = F.one_hot(torch.from_numpy(vol).long(), 2).permute(3, 0, 1, 2)[None].double()
+        in_3d = np.stack([offset_boundaries(one_hot, offset_family(b)).numpy() for b in OBLIQUE_FAMILIES])
+        in_2d = np.mean([isotropy_targets(vol[z], 2) for z in range(0, vol.shape[0], 4)], axis=0)
+        return in_3d[:, 1] / in_2d[:, 1]
+
+    grf = thresholded_grf((48, 48, 48), fractions=(0.6, 0.4), correlation_length=4.0, seed=3)
+    assert np.allclose(ratios(grf), 1, atol=0.03), ratios(grf)
+    cubes = np.kron(np.random.default_rng(1).random((12, 12, 12)) < 0.4, np.ones((4, 4, 4), int))
+    r = ratios(cubes)
+    assert abs(r[0] - 1) < 0.03 and r[2] > 1.05, r  # (1, 1, 0) lies in a section; (2, 2, 1) does not
+    # a 3D training volume gives its own 3D values
+    t3 = isotropy_targets(grf, 2)
+    g = F.one_hot(torch.from_numpy(grf).long(), 2).permute(3, 0, 1, 2)[None].double()
+    assert np.allclose(t3[2], offset_boundaries(g, offset_family((2, 2, 1))).numpy())
+
+
+def test_isotropy_loss_trains_and_needs_one_image():
+    from matgen_core.models.slicegan_s2 import isotropy_loss
+    tr = tiny_trainer([blobs(64)], isotropy_weight=10.0, interface_start=2)
+    _, weight, target = tr.statistic_losses["isotropy"]
+    assert target.shape == (3, 2) and weight == 10.0
+    # a rough field (a small learnable convolution of noise, a stand-in generator) is pulled
+    # toward the image's oblique boundary densities
+    torch.manual_seed(0)
+    noise = torch.randn(1, 1, 26, 26, 26)
+    field = torch.nn.Conv3d(1, 2, 7)
+    opt = torch.optim.Adam(field.parameters(), lr=0.05)
+    gaps = []
+    for _ in range(80):
+        opt.zero_grad()
+        loss, gap = isotropy_loss(torch.softmax(field(noise), 1), target, weight)
+        loss.backward()
+        opt.step()
+        gaps.append(gap)
+    assert gaps[-1] < 0.3 * gaps[0], (gaps[0], gaps[-1])
+    # from interface_start on, a training step reports the gap
+    assert tr.train_step(1)["isotropy_gap"] == 0.0 and tr.train_step(2)["isotropy_gap"] > 0
+    with pytest.raises(MatgenInputError, match="isotropy_weight"):
+        tiny_trainer([blobs(64, seed=1), blobs(64, seed=2)], num_images=2, isotropy_weight=1.0)

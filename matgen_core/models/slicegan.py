@@ -45,7 +45,7 @@ from .slicegan_networks import (
     subpixel_conv_transpose3d,
 )
 from .slicegan_presets import PRESETS
-from .slicegan_s2 import interface_loss, interface_targets, s2_loss, s2_targets
+from .slicegan_s2 import interface_loss, interface_targets, isotropy_loss, isotropy_targets, s2_loss, s2_targets
 from .slicegan_sections import DIAGONAL, diagonal_sections, dihedral, slices  # noqa: F401 (re-exported)
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
@@ -130,10 +130,12 @@ class SliceGANTrainer:
         self.orient_randomly = bool(c.get("augment_dihedral", False)) and len(set(self.direction_image)) == 1
         # critic_diagonal: one more critic, for face-diagonal sections (isotropic runs only)
         self.diagonal = bool(c.get("critic_diagonal", False))
-        if self.diagonal and len(set(self.direction_image)) != 1:
-            raise MatgenInputError(
-                "critic_diagonal compares diagonal sections with the training image, which assumes "
-                "an isotropic material (one training image); with 2 or 3 images set it to false.")
+        for key in ("critic_diagonal", "isotropy_weight"):
+            if c.get(key) and len(set(self.direction_image)) != 1:
+                raise MatgenInputError(
+                    f"{key} compares oblique sections or offsets with the training image, which "
+                    f"assumes an isotropic material (one training image); with 2 or 3 images turn "
+                    f"it off ({key}={'false' if key == 'critic_diagonal' else '0'}).")
         n_critics = max(self.direction_image) + 1 + self.diagonal
         self.critics = nn.ModuleList(
             Critic(self.channels, c["critic_channels"], c["critic_kernels"], c["critic_strides"],
@@ -150,7 +152,8 @@ class SliceGANTrainer:
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
-        self.statistic_starts = {"interface": int(c.get("interface_start") or 0)}  # first step; else 0
+        start = int(c.get("interface_start") or 0)  # first step of both surface losses; else 0
+        self.statistic_starts = {"interface": start, "isotropy": start}
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -176,6 +179,10 @@ class SliceGANTrainer:
                         t = interface_targets(*common, self.orient_randomly)
                         self.statistic_losses["interface"] = (interface_loss, float(c["interface_weight"]),
                                                               self._tensor(t))
+                    if c.get("isotropy_weight"):
+                        t = isotropy_targets(images[0], self.n_phases)
+                        self.statistic_losses["isotropy"] = (isotropy_loss, float(c["isotropy_weight"]),
+                                                             self._tensor(t))
 
     def _tensor(self, array) -> torch.Tensor:
         return torch.tensor(array, dtype=torch.float32, device=self.device)

@@ -23,8 +23,13 @@ from types import MappingProxyType
 #   interface_weight: penalty on the relative gap between the training volumes' boundary density
 #       of each phase along each axis (argmax labels, straight-through gradient) and the training
 #       image's: under isotropy it sets the 3D surface area (slicegan_s2.py; 0 = off, as published).
-#   interface_start: the generator step from which interface_weight applies (from the first step
-#       it overrides the critic before the structure has formed; docs/fidelity.md).
+#   isotropy_weight: the same penalty at oblique 3D offsets ((1, 1, 0), (2, 1, 0), (2, 2, 1) and
+#       their permutations and signs) against the training image's boundary density at 2D offsets
+#       of the same length: under isotropy it depends on the length alone (slicegan_s2.py; one
+#       training image only; 0 = off, as published; docs/fidelity.md).
+#   interface_start: the generator step from which interface_weight and isotropy_weight apply
+#       (from the first step they override the critic before the structure has formed;
+#       docs/fidelity.md).
 #   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
 #       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;
@@ -61,6 +66,7 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=0.0, interface_start=0, gen_upsample="transposed", critic_diagonal=False,
+    isotropy_weight=0.0,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -87,6 +93,7 @@ _QUICK = dict(
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=100.0, interface_start=750, gen_upsample="transposed", critic_diagonal=False,
+    isotropy_weight=0.0,
 )
 _STANDARD = dict(
     _QUICK,
