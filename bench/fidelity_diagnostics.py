@@ -34,6 +34,13 @@ for one phase (default 1 = NMC):
   the same figures in every direction, up to the grid's own discretisation (the truth: see its
   line); a SliceGAN critic sees only the orthogonal slices (``critic_diagonal`` adds the diagonal
   planes through each training volume's centre).
+* ``oblique``: per phase, the boundary density (share of voxel pairs that cross the phase's
+  boundary) at the 3D offsets (1, 1, 0), (2, 1, 0) and (2, 2, 1) with their permutations and
+  signs, relative to the same volume's along the axes; over the training slice's at the 2D
+  offsets of the same length ((1, 1), (2, 1), (3, 0)) relative to its rows and columns; mean over
+  the volumes. Under isotropy each ratio is 1 (the truth's octants: see their line), whatever the
+  volume's surface area; the (2, 2, 1) family points out of every axis plane. ``isotropy_weight``
+  trains toward it.
 * ``tortuosity`` (``--tortuosity``, slow: ~1 CPU min a volume): the phase's tortuosity along each
   axis on each whole 128^3 volume, with the same solver settings as fidelity_experiments.py.
   The truth's figures are its 8 octants (``truth --tortuosity``, saved to
@@ -61,10 +68,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fidelity_experiments import RUNS, SIZE, TAU_SETTINGS, load_trainer, true_labels  # noqa: E402
+from fidelity_experiments import (RUNS, SIZE, TAU_SETTINGS, load_trainer, training_slice,  # noqa: E402
+                                  true_labels)
 from matgen_core import metrics  # noqa: E402
 from matgen_core.models.slicegan_networks import periodic_stride  # noqa: E402
 from matgen_core.models.slicegan_presets import PRESETS  # noqa: E402
+from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets  # noqa: E402
 
 
 def plane_fractions(volume: np.ndarray, phase: int) -> list[np.ndarray]:
@@ -192,6 +201,18 @@ def diagonal(volumes: list[np.ndarray], phase: int) -> str:
                 c["body diagonals"] / c["axes"], o[0], d[0], d[0] / o[0], o[1], d[1], d[1] / o[1]))
 
 
+def oblique(volumes: list[np.ndarray], image: np.ndarray, n_phases: int) -> str:
+    """Per phase, 3D boundary density at each oblique offset family over the training ``image``'s
+    at the 2D offsets of the same length (see the top)."""
+    def relative(labels):  # oblique boundary density over the same labels' along the axes
+        return isotropy_targets(labels, n_phases) / metrics.boundary_density(labels, n_phases).mean(0)
+
+    ratio = np.mean([relative(v) for v in volumes], axis=0) / relative(image)
+    return " | ".join("phase %d: %s" % (k, ", ".join(
+        "%s x%.3f" % (base, ratio[i, k]) for i, base in enumerate(OBLIQUE_FAMILIES)))
+        for k in range(n_phases))
+
+
 def tortuosity_table(volumes: list[np.ndarray], phase: int) -> np.ndarray:
     """(volumes, 3) tortuosity of ``phase`` along Z, Y, X on each whole volume (inf: no path)."""
     return np.array([[metrics.tortuosity(v, phase, axis=a, **TAU_SETTINGS)["tau"]
@@ -242,6 +263,8 @@ def main(argv=None) -> None:
     print(f"{args.name} lattice:  {lattice(folded, args.phase, period)} over {len(folded)} volumes",
           flush=True)
     print(f"{args.name} diagonal: {diagonal(volumes, args.phase)}", flush=True)
+    image = training_slice(true_labels()).labels
+    print(f"{args.name} oblique:  {oblique(volumes, image, int(image.max()) + 1)}", flush=True)
     if args.tortuosity:
         saved = RUNS / "truth_octant_tortuosity.json"
         taus = tortuosity_table(volumes, args.phase)
