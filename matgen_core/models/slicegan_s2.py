@@ -22,8 +22,9 @@ share of voxel pairs a vector r apart that cross a phase's boundary depends on |
 3D offsets (1, 1, 0), (2, 1, 0) and (2, 2, 1) (each with its permutations and signs: 6, 12 and 12
 directions) must show the training image's value at the 2D offsets of the same length, (1, 1),
 (2, 1) and (3, 0). The (2, 2, 1) family points out of every axis plane, where no orthogonal slice
-looks. On the electrode's true volume the three ratios are 0.98-1.01 for every phase
-(docs/fidelity.md); generators trained without it lean their interfaces toward the axis planes.
+looks. On the electrode's true volume the three ratios are 0.98-1.01 for every phase; the
+generators measured cross 2-4 % too few boundaries along the oblique offsets, their interfaces
+leaning toward the axis planes (docs/fidelity.md).
 
 Shapes: volumes (B, C, Z, Y, X) of soft phase probabilities; images (H, W) of labels.
 """
@@ -166,8 +167,8 @@ def isotropy_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tu
     """``weight * mean_family sum_phase ((b_fake - b_target) / b_target)^2`` on the batch's
     boundary density at one offset of each of :data:`OBLIQUE_FAMILIES`, drawn at random each call
     (argmax labels, gradient through the probabilities); returns the loss and the largest
-    relative gap. All 30 offsets a step cost +0.6 CPU s on `standard`'s volumes (+50 %), one a
-    family 1/10 of that; the members of a family are alike under the generator's cubic symmetry,
+    relative gap. All 30 offsets a step cost 0.6 CPU s on `standard`'s volumes (+50 % a step),
+    one of each family 0.16 CPU s; in an isotropic material the members of a family are alike,
     and every one is drawn over the steps. As in :func:`interface_loss`, a phase whose target is
     0 is left to the critic."""
     hard = hard_labels(fake.float())
