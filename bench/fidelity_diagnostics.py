@@ -246,8 +246,8 @@ def main(argv=None) -> None:
                     help="generated volumes for the lattice line (seeds 1..N; cheap)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    labels = true_labels()  # the truth's octants, and the training slice of the oblique line
     if args.name == "truth":
-        labels = true_labels()
         volumes = [labels[z:z + SIZE, y:y + SIZE, x:x + SIZE]
                    for z in (0, SIZE) for y in (0, SIZE) for x in (0, SIZE)]
     else:
@@ -263,7 +263,7 @@ def main(argv=None) -> None:
     print(f"{args.name} lattice:  {lattice(folded, args.phase, period)} over {len(folded)} volumes",
           flush=True)
     print(f"{args.name} diagonal: {diagonal(volumes, args.phase)}", flush=True)
-    image = training_slice(true_labels()).labels
+    image = training_slice(labels).labels
     print(f"{args.name} oblique:  {oblique(volumes, image, int(image.max()) + 1)}", flush=True)
     if args.tortuosity:
         saved = RUNS / "truth_octant_tortuosity.json"

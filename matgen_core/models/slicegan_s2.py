@@ -134,6 +134,9 @@ def offset_family(base: tuple[int, ...]) -> list[tuple[int, ...]]:
     return sorted(family)
 
 
+_OBLIQUE_OFFSETS = [offset_family(base) for base in OBLIQUE_FAMILIES]  # built once, drawn from each step
+
+
 def offset_boundaries(volumes: torch.Tensor, offsets: list[tuple[int, int, int]]) -> torch.Tensor:
     """Boundary density of each channel of (B, C, Z, Y, X) one-hot ``volumes`` at the 3D voxel
     ``offsets`` (dz, dy, dx): ``p + p' - 2 p p'`` over the pairs (x, x + offset) inside the
@@ -172,8 +175,7 @@ def isotropy_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tu
     and every one is drawn over the steps. As in :func:`interface_loss`, a phase whose target is
     0 is left to the critic."""
     hard = hard_labels(fake.float())
-    drawn = [family[int(torch.randint(len(family), ()))]
-             for family in (offset_family(base) for base in OBLIQUE_FAMILIES)]
+    drawn = [family[int(torch.randint(len(family), ()))] for family in _OBLIQUE_OFFSETS]
     measured = torch.stack([offset_boundaries(hard, [offset]) for offset in drawn])
     known = target > 0
     gap = (measured / torch.where(known, target, 1.0) - 1) * known
