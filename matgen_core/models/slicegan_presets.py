@@ -26,7 +26,8 @@ from types import MappingProxyType
 #   isotropy_weight: the same penalty at oblique 3D offsets ((1, 1, 0), (2, 1, 0), (2, 2, 1) and
 #       their permutations and signs) against the training image's boundary density at 2D offsets
 #       of the same length: under isotropy it depends on the length alone (slicegan_s2.py; one
-#       training image only; 0 = off, as published; docs/fidelity.md).
+#       training image only; 0 = off, as published; measured on `standard`, it does not close the
+#       oblique gap it targets: docs/fidelity.md, stop 32).
 #   interface_start: the generator step from which interface_weight and isotropy_weight apply
 #       (from the first step they override the critic before the structure has formed;
 #       docs/fidelity.md).

@@ -24,7 +24,9 @@ directions) must show the training image's value at the 2D offsets of the same l
 (2, 1) and (3, 0). The (2, 2, 1) family points out of every axis plane, where no orthogonal slice
 looks. On the electrode's true volume the three ratios are 0.98-1.01 for every phase; the
 generators measured cross 2-4 % too few boundaries along the oblique offsets, their interfaces
-leaning toward the axis planes (docs/fidelity.md).
+leaning toward the axis planes (docs/fidelity.md). Measured on `standard` (stop 32), the
+penalty does not close that gap at any weight up to 1000 (paired runs with and without it), so
+it stays off: a setting for experiments, not a fix.
 
 Shapes: volumes (B, C, Z, Y, X) of soft phase probabilities; images (H, W) of labels.
 """
