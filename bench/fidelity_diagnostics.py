@@ -40,9 +40,9 @@ for one phase (default 1 = NMC):
   offsets of the same length ((1, 1), (2, 1), (3, 0)) relative to its rows and columns; mean over
   the volumes. Under isotropy each ratio is 1 (the truth's octants: see their line), whatever the
   volume's surface area; the (2, 2, 1) family points out of every axis plane. ``isotropy_weight``
-  penalises the gap (and does not close it: docs/fidelity.md, stop 32). A run gets a second line, ``oblique, live``: the same on 8 batches of the
-  live generator (not the weight average) in training mode at its training size, what the
-  training losses see.
+  penalises the gap (and does not close it: docs/fidelity.md, stop 32). A run gets a second
+  line, ``oblique, live``: the same on 8 batches of the live generator (not the weight average)
+  in training mode at its training size, what the training losses see.
 * ``tortuosity`` (``--tortuosity``, slow: ~1 CPU min a volume): the phase's tortuosity along each
   axis on each whole 128^3 volume, with the same solver settings as fidelity_experiments.py.
   The truth's figures are its 8 octants (``truth --tortuosity``, saved to
@@ -57,6 +57,7 @@ for one phase (default 1 = NMC):
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import sys
@@ -218,11 +219,12 @@ def oblique(volumes: list[np.ndarray], image: np.ndarray, n_phases: int) -> str:
 def live_training_volumes(trainer, batches: int = 8) -> list[np.ndarray]:
     """Labels of ``batches`` generator batches as the training losses see them: the live network
     (not the weight average) in training mode (batch statistics), at its training size, from
-    fixed noise."""
+    fixed noise. Runs on a copy: training-mode batch norm would overwrite the running statistics
+    that later samples of a run without a weight average use."""
     c = trainer.config
     size = c.get("gen_batch_size") or c["batch_size"]
     rng = torch.Generator().manual_seed(2024)
-    net = trainer.generator.train()
+    net = copy.deepcopy(trainer.generator).train()
     out = []
     with torch.no_grad():
         for _ in range(batches):
@@ -283,10 +285,11 @@ def main(argv=None) -> None:
           flush=True)
     print(f"{args.name} diagonal: {diagonal(volumes, args.phase)}", flush=True)
     image = training_slice(labels).labels
-    print(f"{args.name} oblique:  {oblique(volumes, image, int(image.max()) + 1)}", flush=True)
+    n_phases = int(image.max()) + 1
+    print(f"{args.name} oblique:  {oblique(volumes, image, n_phases)}", flush=True)
     if args.name != "truth":
         live = live_training_volumes(trainer)
-        print(f"{args.name} oblique, live: {oblique(live, image, int(image.max()) + 1)} "
+        print(f"{args.name} oblique, live: {oblique(live, image, n_phases)} "
               f"({len(live)} volumes of {live[0].shape[0]}^3)", flush=True)
     if args.tortuosity:
         saved = RUNS / "truth_octant_tortuosity.json"
