@@ -31,6 +31,8 @@ CALIBRATION_LIMIT = 0.15  # +- fraction range of a non-conditional model (15 per
 TOLERANCE = 0.002  # the bias search stops when every probe fraction is within this of its target
 PROBE_VOXELS = 2_000_000  # the search uses at most this many voxels (a fixed random subset)
 MORPHOLOGY_SIDE = 64  # morphology change is measured on a central crop of at most this side
+PATH_SIDE = 128  # paths through the phases are counted on a volume of at most this side (same seed)
+PATH_WARN_BLOCKS = 3  # a bias that takes this many block paths from a phase along one axis: a warning
 LATTICE_VOXELS = 2**21  # generation fits the bias on at most this many voxels of a global lattice
 _FLOOR = 1e-30
 
@@ -305,20 +307,76 @@ def morphology_change(reference: np.ndarray, labels: np.ndarray, n_phases: int,
             "shape": list(ref.shape)}
 
 
-def steering_morphology(trainer, shape, seed: int, targets, bias, periodic=(False, False, False)) -> dict:
-    """Morphology change of a steered volume: its central crop (at most ``MORPHOLOGY_SIDE``)
-    against the same seed's raw volume (unconditioned: training fractions, no bias)."""
-    crop = tuple(min(int(s), MORPHOLOGY_SIDE) for s in shape)
+def path_change(reference: np.ndarray, labels: np.ndarray, n_phases: int) -> dict:
+    """Paths through each phase in ``reference`` (the raw volume of the same seed) and in
+    ``labels`` (after the bias): :func:`metrics.block_percolation` (27 overlapping blocks of half
+    the side) and :func:`metrics.percolation` (the whole volume), per phase and axis (Z, Y, X).
+
+    A bias that lowers a phase's fraction thins it everywhere and can cut the thin necks that carry
+    its transport while its fraction, S2 and surface area barely move (docs/fractions.md). Returns
+    ``{"shape", "blocks"`` (how many blocks: 27), ``"raw"`` / ``"adjusted"`` (block counts,
+    lists (n_phases, 3)), ``"raw_percolating"`` / ``"adjusted_percolating"`` (whole-volume
+    percolating fractions), ``"lost"``: one entry ``{"phase", "axis", "raw", "adjusted",
+    "whole_path_lost"}`` per phase and axis that lost at least ``PATH_WARN_BLOCKS`` block paths
+    or its path across the whole volume``}``.
+    """
+    from . import metrics
+    from .metrics.connectivity import BLOCKS_PER_AXIS
+
+    raw, adj = (metrics.block_percolation(v, n_phases) for v in (reference, labels))
+    raw_p, adj_p = (metrics.percolation(v, n_phases) for v in (reference, labels))
+    lost = []
+    for p in range(n_phases):
+        for a in range(raw.shape[1]):
+            whole_lost = bool(raw_p[p, a] > 0 and adj_p[p, a] == 0)
+            if raw[p, a] - adj[p, a] >= PATH_WARN_BLOCKS or whole_lost:
+                lost.append({"phase": p, "axis": "ZYX"[a] if raw.shape[1] == 3 else str(a),
+                             "raw": int(raw[p, a]), "adjusted": int(adj[p, a]),
+                             "whole_path_lost": whole_lost})
+    return {"shape": list(reference.shape), "blocks": BLOCKS_PER_AXIS ** reference.ndim,
+            "raw": raw.tolist(), "adjusted": adj.tolist(),
+            "raw_percolating": np.round(raw_p, 4).tolist(), "adjusted_percolating": np.round(adj_p, 4).tolist(),
+            "lost": lost}
+
+
+def bias_effect(trainer, shape, seed: int, targets, bias, periodic=(False, False, False)) -> dict:
+    """What the bias (and, for a conditional model, the conditioning) changed, on a volume of the
+    same seed of at most ``PATH_SIDE`` a side: ``{"morphology"``: :func:`morphology_change` on its
+    central ``MORPHOLOGY_SIDE``, ``"paths"``: :func:`path_change``}``, both against the raw volume
+    of that seed (unconditioned: training fractions, no bias). For a volume of at most
+    ``PATH_SIDE`` a side this is the volume itself."""
+    crop = tuple(min(int(s), PATH_SIDE) for s in shape)
     raw = trainer.sample(crop, seed=seed, periodic=periodic)
     ref = labels_from_probs(raw)
     if getattr(trainer, "conditional", False):
         gen = labels_from_probs(trainer.sample(crop, seed=seed, periodic=periodic, fractions=targets), bias)
     else:
         gen = labels_from_probs(raw, bias)
-    return morphology_change(ref, gen, raw.shape[0])
+    n = raw.shape[0]
+    return {"morphology": morphology_change(ref, gen, n), "paths": path_change(ref, gen, n)}
+
+
+def path_warnings(paths: dict | None, phase_names=None) -> list[str]:
+    """One plain sentence per phase whose paths the bias cut (``paths``: :func:`path_change`)."""
+    by_phase: dict[int, list] = {}
+    for entry in (paths or {}).get("lost", []):
+        by_phase.setdefault(entry["phase"], []).append(entry)
+    out = []
+    for p, entries in by_phase.items():
+        name = phase_names[p] if phase_names and p < len(phase_names) else f"phase {p}"
+        axes = " and ".join(e["axis"] for e in entries)
+        counts = " and ".join(f"{e['adjusted']} (raw {e['raw']})" for e in entries)
+        whole = [e["axis"] for e in entries if e["whole_path_lost"]]
+        whole = f", and no longer crosses the whole volume along {' and '.join(whole)}" if whole else ""
+        out.append(f"The bias cut paths through {name} along {axes}: it connects the faces of {counts} "
+                   f"of {paths['blocks']} sub-volumes{whole}. Transport through it will be worse than "
+                   f"in the raw volume: for simulation, use the raw volume, or compare both volumes' "
+                   f"tortuosity (`matgen metrics FILE --tortuosity`).")
+    return out
 
 
 __all__ = ["CALIBRATION_LIMIT", "TOLERANCE", "training_fractions", "image_fractions", "supported_range",
            "expected_fluctuation", "check_targets", "fit_bias", "fit_bias_logp", "apply_bias",
-           "labels_from_probs", "calibrate", "LatticeSample", "morphology_change", "steering_morphology",
+           "labels_from_probs", "calibrate", "LatticeSample", "morphology_change", "path_change", "bias_effect",
+           "path_warnings", "PATH_SIDE",
            "argmax_fractions"]

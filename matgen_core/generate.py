@@ -262,8 +262,8 @@ def make_volume(trainer, shape, seed: int = 0, periodic=(False, False, False), p
                     generator_fractions=[float(v) for v in counts["generator"] / total],
                     achieved_fractions=[float(v) for v in counts["achieved"] / total],
                     conditional=conditional, fit=fit)
-        if policy == "steered":
-            info["morphology"] = _fractions.steering_morphology(trainer, shape, seed, targets, bias, periodic)
+        if policy != "raw":  # what the bias changed: texture, surface area, paths (same seed, <= 128^3)
+            info.update(_fractions.bias_effect(trainer, shape, seed, targets, bias, periodic))
     if out_path is not None:
         if streamed:
             from . import io
@@ -331,7 +331,21 @@ def describe(info: dict) -> list[str]:
         m = info["morphology"]
         lines.append(f"morphology change vs the raw volume: S2 {m['s2']:.4f}, surface area "
                      f"{100 * (m['surface_area'] or 0):.1f} %")
+    if info.get("paths"):
+        from .fractions import path_warnings
+
+        pt = info["paths"]
+        counts = lambda rows: " ".join("/".join(str(v) for v in r) for r in rows)  # noqa: E731
+        lines.append(f"paths through each phase (Z/Y/X; sub-volumes of half the side whose faces it "
+                     f"connects, of {pt['blocks']}; {'x'.join(map(str, pt['shape']))} voxels, same seed): "
+                     f"raw {counts(pt['raw'])} | this volume {counts(pt['adjusted'])}")
+        lines += ["WARNING: " + w for w in path_warnings(pt, _phase_names(info))]
     return lines
+
+
+def _phase_names(info: dict) -> list[str] | None:
+    values = info.get("phase_values")
+    return [f"phase {k} (value {v})" for k, v in enumerate(values)] if values else None
 
 
 def _result(array, config: dict, info: dict) -> Generated:

@@ -219,7 +219,7 @@ def fraction_keys(run_dir, n: int) -> list[str]:
 def restore_generated(run_dir: Path, token: str, policy: str | None = None) -> None:
     """Generate again what the URL says was on screen: the same run, seed, size and label policy
     (``policy``: ``generate.policy_token``'s text; absent = raw) give the same volume. The
-    Generate page's policy choice and sliders are set to match."""
+    Generate page's policy choice, sliders and seed are set to match."""
     import time
     import uuid
 
@@ -248,6 +248,9 @@ def restore_generated(run_dir: Path, token: str, policy: str | None = None) -> N
                                            token=uuid.uuid4().hex, restored=True,
                                            seconds=time.perf_counter() - t0)
     _restore_policy_widgets(run_dir, kwargs.get("policy", "raw"), kwargs.get("fractions"))
+    st.session_state.gen_seed = int(seed)  # the form shows the seed of the volume on screen
+    if len(dims) == 3 and result.kind == "nphase":  # as the Generate button records it
+        st.session_state.generated_meta["spread"] = fraction_spread(str(run_dir), tuple(dims))
 
 
 def _restore_policy_widgets(run_dir: Path, policy: str, targets) -> None:

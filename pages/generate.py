@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from matgen_core import render, runs
+from matgen_core import fractions, render, runs
 from matgen_core.errors import MatgenInputError
 from pages import _ui
 
@@ -51,12 +51,12 @@ def main() -> None:
             z = cz.number_input("Z (depth)", 8, 1024, side, step=16, key="gen_z")
             y = cy.number_input("Y (height)", 8, 1024, side, step=16, key="gen_y")
             x = cx.number_input("X (width)", 8, 1024, side, step=16, key="gen_x")
-            seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed",
+            seed = cs.number_input("Seed", 0, 2**31 - 1, key="gen_seed",  # a restored link sets it
                                    help="Same run + size + seed = the same volume.")
         else:
             cc, cs = st.columns(2)
             count = cc.slider("Number of images", 1, 32, 8, key="gen_count")
-            seed = cs.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+            seed = cs.number_input("Seed", 0, 2**31 - 1, key="gen_seed")
         go = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
 
     if go:
@@ -71,8 +71,6 @@ def main() -> None:
         if is_3d and wanted is None and rng is not None:
             kwargs["policy"] = ss.get("gen_policy", "raw")
         if wanted is not None:
-            from matgen_core import fractions
-
             try:
                 kwargs["fractions"] = fractions.check_targets(wanted, rng)
             except MatgenInputError as err:
@@ -120,6 +118,8 @@ def show_generated(gen, meta: dict, run_dir) -> None:
         return
 
     info = getattr(gen, "info", None) or {}
+    for warning in fractions.path_warnings(info.get("paths")):
+        st.warning(warning, icon=":material/warning:")
     view_col, info_col = st.columns([3, 1])
     with info_col:
         show_generation_info(info)
@@ -309,6 +309,8 @@ def show_fraction_report(info: dict, spread) -> None:
     if not morph:
         rows = [{k: v for k, v in r.items() if k not in ("S2 change", "surface-area change %")}
                 for r in rows]
+    if all(v is None for v in spread):
+        rows = [{k: v for k, v in r.items() if k != "expected spread (± pp)"} for r in rows]
     with st.container(border=True):
         st.markdown(f"**Phase fractions** (label policy {info.get('policy', 'raw')})")
         _ui.phase_legend(range(n))
@@ -329,6 +331,17 @@ def show_fraction_report(info: dict, spread) -> None:
                 "surface-area change the relative change of its specific surface area. Some "
                 "change is expected (more of a phase changes its interfaces); large values mean "
                 "the model is pushed beyond the fractions it learned.")
+        paths = info.get("paths")
+        if paths:
+            n_blocks = paths["blocks"]
+            st.caption(
+                "Paths through each phase (Z / Y / X): in how many of "
+                f"{n_blocks} overlapping sub-volumes of half the side the phase connects two opposite "
+                f"faces ({' x '.join(map(str, paths['shape']))} voxels of the same seed). "
+                + "; ".join(f"phase {k}: raw {'/'.join(map(str, r))}, this volume {'/'.join(map(str, a))}"
+                            for k, (r, a) in enumerate(zip(paths["raw"], paths["adjusted"])))
+                + ". Fewer paths than raw means the bias cut thin connections: transport through "
+                  "that phase suffers.")
 
 
 main()

@@ -631,12 +631,16 @@ def test_reload_restores_steered_and_calibrated_volumes_and_npy_record(home, mon
     assert not any("Session State" in w.value for w in again.warning)  # widgets set cleanly
 
     # calibrated: restored as calibrated, the radio says so
-    cal = reload_with(run, "0-32x32x32", "calibrated")
+    cal = reload_with(run, "3-32x32x32", "calibrated")
     assert cal.session_state["generated"].policy == "calibrated"
+    assert "paths" in cal.session_state["generated"].info  # what the bias changed, recorded
     cal.switch_page("pages/generate.py").run(timeout=180)
     check(cal)
     assert cal.toggle(key="gen_frac_on").value is False
     assert cal.radio(key="gen_policy").value == "calibrated"
+    assert cal.number_input(key="gen_seed").value == 3  # the form shows the restored seed
+    assert not any("Session State" in w.value for w in cal.warning)
+    assert any("Paths through each phase" in c.value for c in cal.caption)
     # a policy MatGen does not write: raw, with a note
     bad = reload_with(run, "0-32x32x32", "steered-1,2")
     assert bad.session_state["generated"].policy == "raw"

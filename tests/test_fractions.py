@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from matgen_core import cli, fractions, generate, runs, train
+from matgen_core import cli, fractions, generate, metrics, runs, train
 from matgen_core.errors import MatgenInputError
 from matgen_core.io import Micrograph
 from matgen_core.models.slicegan import PRESETS, SliceGANTrainer, sample_targets
@@ -223,6 +223,36 @@ def _make_legacy(run):
     opt["state"] = {remap[i]: v for i, v in opt["state"].items() if i in remap}
     opt["param_groups"][0]["params"] = list(range(len(keep)))
     torch.save(ck, run / "checkpoints" / "latest.pt")
+
+
+def test_path_change_flags_a_bias_that_cuts_a_phase():
+    raw = np.zeros((32, 32, 32), np.uint8)
+    raw[:, 12:20, 12:20] = 1                  # a thick column of phase 1 along Z
+    thinned = raw.copy()
+    thinned[14:18] = 0                        # a bias that removed it over four planes
+    thinned[26:30] = 0
+    change = fractions.path_change(raw, thinned, 2)
+    # the column overlaps every block of side 16 and crosses it along Z; the cuts leave none whole
+    assert change["blocks"] == 27 and change["raw"][1] == [27, 0, 0] and change["adjusted"][1] == [0, 0, 0]
+    lost = {(e["phase"], e["axis"]) for e in change["lost"]}
+    assert lost == {(1, "Z")} and change["lost"][0]["whole_path_lost"]
+    (warning,) = fractions.path_warnings(change, ["pore", "NMC"])
+    assert "NMC" in warning and "along Z" in warning and "whole volume" in warning
+    assert fractions.path_change(raw, raw, 2)["lost"] == [] and fractions.path_warnings(None) == []
+
+
+def test_calibrated_volume_records_what_the_bias_changed(tmp_path, capsys):
+    run = make_run(tmp_path, blobs(64, fraction=0.35), 2, steps=2)
+    res = generate.generate(run, shape=(32, 32, 32), seed=4, device="cpu", policy="calibrated")
+    raw = generate.generate(run, shape=(32, 32, 32), seed=4, device="cpu", policy="raw")
+    paths = res.info["paths"]
+    # measured on this very volume (it is under PATH_SIDE): the counts are its own and the raw one's
+    assert paths["adjusted"] == metrics.block_percolation(res.array, 2).tolist()
+    assert paths["raw"] == metrics.block_percolation(raw.array, 2).tolist()
+    assert "s2" in res.info["morphology"] and "paths" not in raw.info
+    text = "\n".join(generate.describe(res.info))
+    assert "paths through each phase" in text and "morphology change" in text
+    assert ("WARNING" in text) == bool(paths["lost"])
 
 
 def test_conditional_run_from_before_cond_shift_generates_but_resume_refuses(tmp_path, capsys):

@@ -211,6 +211,23 @@ def test_percolation_slab_and_blobs():
     np.testing.assert_allclose(M.percolation(a[5])[1], [1.0, 0.0])
 
 
+def test_block_percolation_counts_the_sub_volumes_a_phase_crosses():
+    a = np.zeros((32, 32, 32), np.uint8)
+    a[:, 16, 16] = 1                           # a one-voxel rod along Z through the centre
+    counts = M.block_percolation(a)
+    # blocks of side 16 with corners at 0, 8, 16: the rod lies in 2 of 3 block rows along Y and X
+    # and crosses every block it lies in along Z (3 corners), never across Y or X
+    assert counts.tolist() == [[27, 27, 27], [3 * 2 * 2, 0, 0]]
+    cut = a.copy()
+    cut[20, 16, 16] = 0                        # cut at z = 20: blocks starting at z 8 and 16 lose it
+    assert M.block_percolation(cut)[1].tolist() == [1 * 2 * 2, 0, 0]
+    assert M.percolation(cut)[1, 0] == 0.0 and M.percolation(a)[1, 0] == 1.0
+    # 2D: 3 x 3 blocks; a full phase crosses every one of them
+    assert M.block_percolation(np.zeros((20, 20), np.uint8), 2).tolist() == [[9, 9], [0, 0]]
+    with pytest.raises(ValueError):
+        M.block_percolation(a, blocks_per_axis=0)
+
+
 # ---------------------------------------------------------------------------------- tortuosity
 
 def test_tortuosity_straight_channels():

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from ._common import MAX_PHASES, MetricCancelled, _prepare
 from .composition import fraction_profiles, phase_fractions
-from .connectivity import percolation
+from .connectivity import block_percolation, percolation
 from .correlation import isotropy_index, s2_all, two_point_correlation
 from .report import compare, format_table, summarize
 from .representativeness import expected_cube_variance, fraction_std, representativeness
@@ -64,6 +64,7 @@ __all__ = [
     "boundary_density",
     "triple_phase_boundary_density",
     "percolation",
+    "block_percolation",
     "tortuosity",
     "isotropy_index",
     "representativeness",
