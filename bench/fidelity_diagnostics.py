@@ -289,8 +289,9 @@ def main(argv=None) -> None:
         volumes = [trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
                    for s in range(1, args.volumes + 1)]
     print(f"{args.name} spread:   {spread(volumes, args.phase)}")
-    n_labels = int(labels.max()) + 1
-    print(f"{args.name} paths:    {paths(volumes, args.phase, n_labels)}", flush=True)
+    image = training_slice(labels).labels
+    n_phases = int(image.max()) + 1
+    print(f"{args.name} paths:    {paths(volumes, args.phase, n_phases)}", flush=True)
     period = periodic_stride(PRESETS["quick"] if args.name == "truth" else trainer.config)
     folded = volumes if args.name == "truth" else volumes + [
         trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)
@@ -298,8 +299,6 @@ def main(argv=None) -> None:
     print(f"{args.name} lattice:  {lattice(folded, args.phase, period)} over {len(folded)} volumes",
           flush=True)
     print(f"{args.name} diagonal: {diagonal(volumes, args.phase)}", flush=True)
-    image = training_slice(labels).labels
-    n_phases = int(image.max()) + 1
     print(f"{args.name} oblique:  {oblique(volumes, image, n_phases)}", flush=True)
     if args.name != "truth":
         live = live_training_volumes(trainer)

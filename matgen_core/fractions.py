@@ -339,12 +339,19 @@ def path_change(reference: np.ndarray, labels: np.ndarray, n_phases: int) -> dic
             "lost": lost}
 
 
-def bias_effect(trainer, shape, seed: int, targets, bias, periodic=(False, False, False)) -> dict:
-    """What the bias (and, for a conditional model, the conditioning) changed, on a volume of the
-    same seed of at most ``PATH_SIDE`` a side: ``{"morphology"``: :func:`morphology_change` on its
-    central ``MORPHOLOGY_SIDE``, ``"paths"``: :func:`path_change``}``, both against the raw volume
-    of that seed (unconditioned: training fractions, no bias). For a volume of at most
-    ``PATH_SIDE`` a side this is the volume itself."""
+def bias_effect(reference: np.ndarray, labels: np.ndarray, n_phases: int) -> dict:
+    """What the bias (and, for a conditional model, the conditioning) changed: ``{"morphology"``:
+    :func:`morphology_change` (central ``MORPHOLOGY_SIDE``), ``"paths"``: :func:`path_change``}``
+    of ``labels`` against ``reference``, the raw labels of the same seed (unconditioned: training
+    fractions, no bias)."""
+    return {"morphology": morphology_change(reference, labels, n_phases),
+            "paths": path_change(reference, labels, n_phases)}
+
+
+def sampled_bias_effect(trainer, shape, seed: int, targets, bias, periodic=(False, False, False)) -> dict:
+    """:func:`bias_effect` on a volume of the same seed of at most ``PATH_SIDE`` a side, sampled
+    raw and with the bias (for a volume that was not kept whole, or a conditional model, whose
+    reference is sampled unconditioned)."""
     crop = tuple(min(int(s), PATH_SIDE) for s in shape)
     raw = trainer.sample(crop, seed=seed, periodic=periodic)
     ref = labels_from_probs(raw)
@@ -352,8 +359,7 @@ def bias_effect(trainer, shape, seed: int, targets, bias, periodic=(False, False
         gen = labels_from_probs(trainer.sample(crop, seed=seed, periodic=periodic, fractions=targets), bias)
     else:
         gen = labels_from_probs(raw, bias)
-    n = raw.shape[0]
-    return {"morphology": morphology_change(ref, gen, n), "paths": path_change(ref, gen, n)}
+    return bias_effect(ref, gen, raw.shape[0])
 
 
 def path_warnings(paths: dict | None, phase_names=None) -> list[str]:
@@ -378,5 +384,5 @@ def path_warnings(paths: dict | None, phase_names=None) -> list[str]:
 __all__ = ["CALIBRATION_LIMIT", "TOLERANCE", "training_fractions", "image_fractions", "supported_range",
            "expected_fluctuation", "check_targets", "fit_bias", "fit_bias_logp", "apply_bias",
            "labels_from_probs", "calibrate", "LatticeSample", "morphology_change", "path_change", "bias_effect",
-           "path_warnings", "PATH_SIDE",
+           "sampled_bias_effect", "path_warnings", "PATH_SIDE",
            "argmax_fractions"]

@@ -236,11 +236,19 @@ def make_volume(trainer, shape, seed: int = 0, periodic=(False, False, False), p
 
     n = trainer.channels if kind == "nphase" else 0
     counts = {"generator": np.zeros(n, np.int64), "achieved": np.zeros(n, np.int64)}
+    # what the bias changed is measured on the volume itself when it is one tile of at most
+    # PATH_SIDE a side and its raw labels are the reference (not for a conditional model, whose
+    # generator-alone labels are sampled at the target); else on a sample of the same seed
+    keep_raw = (two_pass and kind == "nphase" and steer_model is None and plan.n_tiles == 1
+                and max(shape) <= _fractions.PATH_SIDE)
+    kept_raw = []
 
     def decode_tile(out):
         if kind != "nphase":
             return decode(out.cpu().numpy(), kind)
         alone = _fractions.labels_from_probs(out)
+        if keep_raw:
+            kept_raw.append(alone)
         counts["generator"] += np.bincount(alone.ravel(), minlength=n)[:n]
         labels = alone if bias is None else _fractions.labels_from_probs(out, bias)
         counts["achieved"] += np.bincount(labels.ravel(), minlength=n)[:n]
@@ -263,7 +271,8 @@ def make_volume(trainer, shape, seed: int = 0, periodic=(False, False, False), p
                     achieved_fractions=[float(v) for v in counts["achieved"] / total],
                     conditional=conditional, fit=fit)
         if policy != "raw":  # what the bias changed: texture, surface area, paths (same seed, <= 128^3)
-            info.update(_fractions.bias_effect(trainer, shape, seed, targets, bias, periodic))
+            info.update(_fractions.bias_effect(kept_raw[0], np.asarray(array), n) if kept_raw else
+                        _fractions.sampled_bias_effect(trainer, shape, seed, targets, bias, periodic))
     if out_path is not None:
         if streamed:
             from . import io
