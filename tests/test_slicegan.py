@@ -443,6 +443,34 @@ def test_augment_dihedral_only_in_isotropic_runs():
     assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"
 
 
+def test_symmetrize_real_orients_the_real_crops_and_leaves_the_fake_slices_as_generated():
+    # an image of stripes along its rows: its boundary density is all along the columns' axis
+    stripes = np.zeros((64, 64), np.uint8)
+    stripes[::4] = 1
+    stripes[1::4] = 1
+    tr = tiny_trainer([stripes], symmetrize_real=True, real_batch=64)
+    torch.manual_seed(5)
+    plain = tr.samplers[0].sample(64)
+    torch.manual_seed(5)
+    crops = tr._real(0, None)
+    turned = [not torch.equal(c, p) for c, p in zip(crops, plain)]
+    assert 10 < sum(turned) < 64  # each crop one of the 8 orientations
+    fake = torch.rand(3, 2, 16, 16)
+    assert torch.equal(tr._oriented(fake, 0), fake), "fake slices keep their orientation"
+    # the statistic targets are the image's averaged over both of its axes, the same for Z, Y, X
+    with_loss = tiny_trainer([stripes], symmetrize_real=True, interface_weight=10.0)
+    target = with_loss.statistic_losses["interface"][2]
+    assert torch.allclose(target, target[0].expand_as(target)) and target[0, 1] > 0.2
+    fixed = tiny_trainer([stripes], interface_weight=10.0).statistic_losses["interface"][2]
+    assert not torch.allclose(fixed, fixed[0].expand_as(fixed))  # without it, rows and columns differ
+    tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
+                       symmetrize_real=True)
+    torch.manual_seed(5)
+    plain = tr3.samplers[1].sample(4)
+    torch.manual_seed(5)
+    assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"
+
+
 def test_config_picks_the_trainer_class_and_conditional_checkpoints_keep_their_layout(tmp_path):
     """``conditional`` in the config selects ConditionalSliceGANTrainer (through create, as
     train.build_trainer and config_check build trainers); plain SliceGAN carries none of it; a
@@ -671,6 +699,41 @@ def test_interface_loss_leaves_a_phase_without_boundaries_in_its_image_to_the_cr
     loss.backward()
     unknown_only = interface_loss(fake.detach(), torch.tensor([[0.0] * 3] * 3), 1.0)
     assert unknown_only[0].item() == 0.0 and unknown_only[1] == 0.0
+
+
+def test_opening_share_removes_parts_narrower_than_the_square_in_the_planes_it_is_asked_for():
+    from matgen_core.models.slicegan_s2 import opening_loss, opening_targets, plane_openings
+    image = np.zeros((32, 32), np.uint8)
+    image[4:11, 4:11] = 1   # a 7 x 7 particle: survives 3, 5 and 7 px squares
+    image[20, 2:30] = 1     # a 1 px line of 28: removed by all three
+    image[24:27, 2:30] = 1  # a 3 px band of 84: survives 3 px only
+    share = opening_targets([image], [0, 0, 0], 2)
+    assert share.shape == (3, 2, 3)
+    np.testing.assert_allclose(share[0, 1], [(49 + 84) / 161, 49 / 161, 49 / 161])
+    assert (share == share[0]).all()  # one isotropic image: the same target for every plane
+    # a volume that repeats the image 16 times along Z: the planes normal to Z are the image, and
+    # so are those normal to X as far as widths go (the line is 1 px along Y, the band 3 px); in
+    # the planes normal to Y every part is 16 px along Z and 7-28 px along X: nothing is removed
+    volume = torch.tensor(np.repeat(image[None], 16, 0)).long()
+    one_hot = torch.nn.functional.one_hot(volume, 2).movedim(-1, 0).float()[None]
+    np.testing.assert_allclose(plane_openings(one_hot, 0)[1].numpy(), share[0, 1], rtol=1e-6)
+    np.testing.assert_allclose(plane_openings(one_hot, 2)[1].numpy(), share[0, 1], rtol=1e-6)
+    np.testing.assert_allclose(plane_openings(one_hot, 1)[1].numpy(), 1.0)
+
+    # the loss: the measured share, and a gradient that thickens what the opening removes (the
+    # ring of pixels around the line gains phase 1; the particle's far inside is untouched)
+    logits = (one_hot * 8 - 4).requires_grad_(True)
+    target = torch.tensor(np.broadcast_to(np.array([[0.0] * 3, [0.9] * 3]), (3, 2, 3)).copy()).float()
+    loss, gap = opening_loss(torch.softmax(logits, 1), target, 10.0, step=3)  # planes normal to Z, 5 px
+    assert gap == pytest.approx(0.9 - 49 / 161, abs=1e-5)
+    loss.backward()
+    push = -logits.grad[0, 1, 8]  # descent direction for phase 1 in one Z plane
+    assert push[19, 15] > 0 and push[21, 15] > 0  # beside the line
+    assert push[7, 7] == 0  # inside the particle
+    assert opening_loss(torch.softmax(logits, 1), target * 0, 10.0, step=0)[0].item() == 0.0
+    tr = tiny_trainer([blobs(64)], opening_weight=100.0, interface_start=2)
+    assert "opening" in tr.statistic_losses
+    assert tr.train_step(1)["opening_gap"] == 0.0 and tr.train_step(2)["opening_gap"] > 0
 
 
 def test_isotropy_targets_count_the_image_pairs_at_offsets_of_the_same_length():

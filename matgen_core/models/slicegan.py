@@ -45,7 +45,7 @@ from .slicegan_networks import (
     subpixel_conv_transpose3d,
 )
 from .slicegan_presets import PRESETS
-from .slicegan_s2 import interface_loss, interface_targets, isotropy_loss, isotropy_targets, s2_loss, s2_targets
+from .slicegan_s2 import statistic_losses
 from .slicegan_sections import DIAGONAL, diagonal_sections, dihedral, slices  # noqa: F401 (re-exported)
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
@@ -128,6 +128,8 @@ class SliceGANTrainer:
         self.direction_image = direction_images(c.get("num_images", 1))
         # augment_dihedral applies when one image serves all three directions (isotropic)
         self.orient_randomly = bool(c.get("augment_dihedral", False)) and len(set(self.direction_image)) == 1
+        # symmetrize_real: the real crops alone in random orientations (isotropic runs only)
+        self.symmetrize_real = bool(c.get("symmetrize_real", False)) and len(set(self.direction_image)) == 1
         # critic_diagonal: one more critic, for face-diagonal sections (isotropic runs only)
         self.diagonal = bool(c.get("critic_diagonal", False))
         for key in ("critic_diagonal", "isotropy_weight"):
@@ -153,7 +155,7 @@ class SliceGANTrainer:
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
         start = int(c.get("interface_start") or 0)  # first step of both surface losses; else 0
-        self.statistic_starts = {"interface": start, "isotropy": start}
+        self.statistic_starts = {"interface": start, "isotropy": start, "opening": start}
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -171,18 +173,10 @@ class SliceGANTrainer:
                 if c.get("volume_fraction_weight"):
                     self.expected_spread = float(expected_cube_variance(images, self.n_phases, self.train_size).sum())
                 if not c.get("conditional"):  # the targets would vary per volume there
-                    common = (images, self.direction_image, self.n_phases)
-                    if c.get("s2_weight"):
-                        t = s2_targets(*common, self.train_size // 2, self.orient_randomly)
-                        self.statistic_losses["s2"] = (s2_loss, float(c["s2_weight"]), self._tensor(t))
-                    if c.get("interface_weight"):
-                        t = interface_targets(*common, self.orient_randomly)
-                        self.statistic_losses["interface"] = (interface_loss, float(c["interface_weight"]),
-                                                              self._tensor(t))
-                    if c.get("isotropy_weight"):
-                        t = isotropy_targets(images[0], self.n_phases)
-                        self.statistic_losses["isotropy"] = (isotropy_loss, float(c["isotropy_weight"]),
-                                                             self._tensor(t))
+                    self.statistic_losses = {
+                        name: (loss, weight, self._tensor(target)) for name, (loss, weight, target) in
+                        statistic_losses(c, images, self.direction_image, self.n_phases, self.train_size,
+                                         self.orient_randomly or self.symmetrize_real).items()}
 
     def _tensor(self, array) -> torch.Tensor:
         return torch.tensor(array, dtype=torch.float32, device=self.device)
@@ -231,10 +225,11 @@ class SliceGANTrainer:
     # -- training -----------------------------------------------------------------------------
     def _oriented(self, images: torch.Tensor, axis: int) -> torch.Tensor:
         """``augment_dihedral`` (isotropic runs only): each real crop AND each fake slice in a random
-        orientation of the square. Real crops alone were not enough: the fake slices keep their
-        fixed orientation, so the volume's Y axis (a row in Z slices, a column in X slices) stays
-        distinguishable from Z and X and the critic can judge it differently (docs/fidelity.md).
-        Otherwise ``images`` unchanged."""
+        orientation of the square; otherwise ``images`` unchanged. With both oriented the critic
+        cannot see how a volume's axes differ: on `standard` the generators came out more
+        anisotropic than without it (stop 34). Orienting the real crops alone
+        (``symmetrize_real``, in :meth:`_real`) moved the under-connected axis from Z to Y
+        (docs/fidelity.md, stops 19 and 34)."""
         if self.orient_randomly and axis != DIAGONAL:  # a diagonal crop's two axes are not alike
             return dihedral(images)
         return images
@@ -242,6 +237,8 @@ class SliceGANTrainer:
     def _real(self, axis: int, targets: torch.Tensor | None) -> torch.Tensor:
         """Real crops for slicing direction ``axis``, augmented, on the device."""
         real = self._real_crops(axis, targets, self.config["real_batch"])
+        if self.symmetrize_real and not self.orient_randomly and axis != DIAGONAL:
+            real = dihedral(real)  # the fake slices keep their orientation (slicegan_presets.py)
         real = self._oriented(real, axis)
         return real.to(self.device).contiguous(memory_format=torch.channels_last)
 
@@ -339,8 +336,7 @@ class SliceGANTrainer:
             frac_loss, frac_err = self._fraction_loss(fake, targets)
             stat_loss, stat_err = self._stationarity_loss(fake)
             spread_loss, spread = self._volume_fraction_loss(fake)
-            statistics = {name: loss(fake, target, weight) if step >= self.statistic_starts.get(name, 0) else (0.0, 0.0)
-                          for name, (loss, weight, target) in self.statistic_losses.items()}
+            statistics = {name: self._statistic_loss(name, fake, step) for name in self.statistic_losses}
             g_loss = g_loss + frac_loss + stat_loss + spread_loss + sum(p for p, _ in statistics.values())
             g_loss.backward()
         finally:
@@ -353,6 +349,14 @@ class SliceGANTrainer:
                 **({"grid_modulation": stat_err} if self.config.get("stationarity_weight") else {}),
                 **({"volume_fraction_spread": spread} if self.config.get("volume_fraction_weight") else {}),
                 **{f"{name}_gap": gap for name, (_, gap) in statistics.items()}}
+
+    def _statistic_loss(self, name: str, fake: torch.Tensor, step: int):
+        """``(loss, largest gap)`` of statistic loss ``name`` at ``step``, (0, 0) before its start;
+        the opening loss takes its plane orientation and square size in turn by step."""
+        loss, weight, target = self.statistic_losses[name]
+        if step < self.statistic_starts.get(name, 0):
+            return 0.0, 0.0
+        return loss(fake, target, weight, *((step,) if name == "opening" else ()))
 
     def _volume_fraction_loss(self, fake: torch.Tensor):
         """Penalty on the spread of the phase fractions from one training volume to the next.

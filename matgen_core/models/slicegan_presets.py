@@ -12,7 +12,12 @@ from types import MappingProxyType
 #       summed over the directions (critic_iters updates per generator step).
 #   gen_batch_size: fake volumes in the generator's update (None = batch_size, the critic's).
 #   critic_slices: slices per volume and direction shown to the critic (None = all of them).
-#   augment_dihedral: real crops in random orientations (transpose, flips) in isotropic runs.
+#   augment_dihedral: real crops and fake slices in random orientations (transpose, flips) in
+#       isotropic runs.
+#   symmetrize_real: the real crops alone in random orientations (isotropic runs): the target is
+#       the training image's statistics averaged over the square's orientations, and a volume
+#       whose axes differ stays visible to the critic (measured on `standard`: the generators'
+#       under-connected axis moved from Z to Y; docs/fidelity.md, stop 34).
 #   stationarity_weight: penalty on plane-to-plane changes of the mean phase fractions that repeat
 #       in every volume (the generator's 32-voxel lattice artefact; 0 = off, as published).
 #   volume_fraction_weight: penalty on the spread of phase fractions between training volumes beyond
@@ -28,9 +33,13 @@ from types import MappingProxyType
 #       of the same length: under isotropy it depends on the length alone (slicegan_s2.py; one
 #       training image only; 0 = off, as published; measured on `standard`, it does not close the
 #       oblique gap it targets: docs/fidelity.md, stop 32).
-#   interface_start: the generator step from which interface_weight and isotropy_weight apply
-#       (from the first step they override the critic before the structure has formed;
-#       docs/fidelity.md).
+#   opening_weight: penalty on the gap between the share of each phase that survives an opening by
+#       a 3, 5 or 7 px square in the training volumes' planes and in the training image (particle
+#       shape in sections; slicegan_s2.py; 0 = off, as published; measured on `standard`, it does
+#       not move the share it targets: docs/fidelity.md, stop 34).
+#   interface_start: the generator step from which interface_weight, isotropy_weight and
+#       opening_weight apply (from the first step they override the critic before the structure
+#       has formed; docs/fidelity.md).
 #   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
 #       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;
@@ -67,7 +76,7 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=0.0, interface_start=0, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0,
+    isotropy_weight=0.0, opening_weight=0.0, symmetrize_real=False,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -94,7 +103,7 @@ _QUICK = dict(
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=100.0, interface_start=750, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0,
+    isotropy_weight=0.0, opening_weight=0.0, symmetrize_real=False,
 )
 _STANDARD = dict(
     _QUICK,
