@@ -334,8 +334,18 @@ def cmd_metrics(args) -> int:
         n = max(declared + [ref_meta["n_phases"]]) if declared else None
         result = metrics.compare(ref, labels, n_phases=n, voxel_size=voxel, unit=meta.get("unit", "px"))
     else:
+        tortuosity = args.tortuosity
+        if args.axes:
+            if not args.tortuosity:
+                raise MatgenInputError("--axes chooses the axes of --tortuosity; add --tortuosity.")
+            if labels.ndim != 3:
+                raise MatgenInputError("--axes is for 3D volumes; a 2D image's tortuosity is solved "
+                                       "along its first axis. Leave --axes out.")
+            from .validation import parse_axes
+
+            tortuosity = parse_axes(args.axes)
         result = metrics.summarize(labels, voxel_size=voxel, unit=meta.get("unit", "px"),
-                                   tortuosity=args.tortuosity)
+                                   tortuosity=tortuosity)
     if args.json:
         print(json.dumps(result, indent=2, default=_json_default))
     else:
@@ -457,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reference", help="reference image or volume to compare against")
     m.add_argument("--voxel-size", type=float)
     m.add_argument("--tortuosity", action="store_true", help="also compute tortuosity (slow)")
+    m.add_argument("--axes", metavar="zyx", help="with --tortuosity, the axes of a 3D volume to solve "
+                                                 "along, e.g. zyx (default: z). A generated volume of an "
+                                                 "isotropic material should conduct alike along all three")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_metrics)
 

@@ -139,7 +139,8 @@ def _labels(volume, truth, n_phases) -> tuple[np.ndarray, np.ndarray, int]:
     return mapped[0], mapped[1], n
 
 
-def _axes(axes) -> list[int]:
+def parse_axes(axes) -> list[int]:
+    """Axis indices of a 3D volume from "zyx", "z,x", [0, 2], ... (None: all three), sorted."""
     if axes is None:
         return [0, 1, 2]
     if isinstance(axes, str):
@@ -287,7 +288,7 @@ def validate(volume, truth, n_phases: int | None = None, voxel_size: float | Non
         vs = float(voxel_size)
         if not (math.isfinite(vs) and vs > 0):
             raise MatgenInputError(f"voxel_size={voxel_size} must be a positive number.")
-    t_axes = _axes(tortuosity_axes)
+    t_axes = parse_axes(tortuosity_axes)
     t_phases = _phases(tortuosity_phases, n)
     samples = {"volume": vol, "truth": tru}
     crops = None

@@ -156,3 +156,21 @@ def test_metrics_reference_keeps_phases_absent_from_our_files(tmp_path, capsys):
     assert cli.main(["metrics", str(tmp_path / "plain.npy"), "--reference", str(tmp_path / "plain.tif"),
                      "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_phases"] == 2
+
+
+def test_metrics_tortuosity_along_the_axes_asked_for(tmp_path, capsys):
+    """`matgen metrics --tortuosity --axes`: each axis of a 3D volume solved and printed, so a
+    volume that conducts along some axes and not others shows it; bad uses get one clear line."""
+    from matgen_core import io
+
+    layers = np.zeros((24, 24, 24), np.uint8)
+    layers[:, :, :] = (np.arange(24) % 8 < 4)[:, None, None]  # phase 1 in slabs normal to Z
+    io.write_tiff(tmp_path / "layers.tif", layers)
+    assert cli.main(["metrics", str(tmp_path / "layers.tif"), "--tortuosity", "--axes", "zx"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("tortuosity phase 1:"))
+    assert "axis 0: tau inf" in line and "axis 2: tau 1.0" in line and "axis 1" not in line
+    _assert_clean_error(run_cli("metrics", tmp_path / "layers.tif", "--axes", "zyx"), "--tortuosity")
+    io.write_tiff(tmp_path / "slice.tif", layers[:, 0])
+    _assert_clean_error(run_cli("metrics", tmp_path / "slice.tif", "--tortuosity", "--axes", "z"), "3D")
+    _assert_clean_error(run_cli("metrics", tmp_path / "layers.tif", "--tortuosity", "--axes", "q"), "not an axis")
