@@ -96,6 +96,12 @@ def cmd_train(args) -> None:
     if not (run_dir / "config.json").exists():
         runs.create_run(run_dir, "slicegan", [training_slice(labels)], preset=args.preset,
                         overrides=parse_sets(args.set), seed=args.seed)
+    config = json.loads((run_dir / "config.json").read_text())
+    differ = {k: v for k, v in parse_sets(args.set).items() if config["model_config"].get(k) != v}
+    if differ:  # an existing run trains on with its own settings: say so rather than ignore --set
+        raise SystemExit(f"{run_dir} exists with other settings than --set {differ}: "
+                         f"its config.json has {({k: config['model_config'].get(k) for k in differ})}; "
+                         "use a new name, or edit its config.json")
     record = {"cpu_s": 0.0, "wall_s": 0.0}
     t_cpu, t_wall = time.process_time(), time.time()
     result = train(run_dir, steps=args.steps, max_minutes=args.max_minutes, log_every=10,
@@ -105,8 +111,8 @@ def cmd_train(args) -> None:
         record = {"cpu_s": 0.0, "wall_s": 0.0, **json.loads(record_path.read_text())}
     record["cpu_s"] += cpu_s
     record["wall_s"] += wall_s
-    record.update(steps=result["step"], preset=args.preset, overrides=parse_sets(args.set),
-                  threads=args.threads, seed=args.seed)
+    record.update(steps=result["step"], preset=config.get("preset", args.preset),
+                  overrides=config.get("changed_settings") or {}, threads=args.threads, seed=config.get("seed", args.seed))
     record_path.write_text(json.dumps(record, indent=1))
     print(json.dumps({k: record[k] for k in ("steps", "cpu_s", "wall_s")}))
 
