@@ -435,12 +435,13 @@ def test_augment_dihedral_only_in_isotropic_runs():
     crops = tr._real(1, None)  # the same crops, each in a random orientation
     assert crops.shape == plain.shape and not torch.equal(crops, plain)
     assert torch.allclose(crops.sum(dim=(2, 3)), plain.sum(dim=(2, 3)))
-    tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
-                       augment_dihedral=True)
-    torch.manual_seed(5)
-    plain = tr3.samplers[1].sample(4)
-    torch.manual_seed(5)
-    assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"
+    for setting in ("augment_dihedral", "symmetrize_real"):
+        tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
+                           **{setting: True})
+        torch.manual_seed(5)
+        plain = tr3.samplers[1].sample(4)
+        torch.manual_seed(5)
+        assert torch.equal(tr3._real(1, None), plain), f"anisotropic runs keep the image orientation ({setting})"
 
 
 def test_symmetrize_real_orients_the_real_crops_and_leaves_the_fake_slices_as_generated():
@@ -463,12 +464,6 @@ def test_symmetrize_real_orients_the_real_crops_and_leaves_the_fake_slices_as_ge
     assert torch.allclose(target, target[0].expand_as(target)) and target[0, 1] > 0.2
     fixed = tiny_trainer([stripes], interface_weight=10.0).statistic_losses["interface"][2]
     assert not torch.allclose(fixed, fixed[0].expand_as(fixed))  # without it, rows and columns differ
-    tr3 = tiny_trainer([blobs(64, seed=1), blobs(64, seed=2), blobs(64, seed=3)], num_images=3,
-                       symmetrize_real=True)
-    torch.manual_seed(5)
-    plain = tr3.samplers[1].sample(4)
-    torch.manual_seed(5)
-    assert torch.equal(tr3._real(1, None), plain), "anisotropic runs keep the image orientation"
 
 
 def test_config_picks_the_trainer_class_and_conditional_checkpoints_keep_their_layout(tmp_path):
