@@ -16,7 +16,7 @@ for one phase (default 1 = NMC):
   the axis (every 8th plane of the two orientations), the share of the phase's pixel pairs 32 px
   apart along it that lie in one 8-connected 2D cluster (the two-point cluster function over
   S2, C2/S2); beside it the training slice's along its rows and its columns. Under isotropy the
-  three axes agree (the truth: 0.19-0.23); the generators of stops 31-34 reach least along Z,
+  three axes agree (the truth: 0.19-0.23); the generators of stops 31-33 reach least along Z,
   the axis that is a row in both slicing directions that show it, and conduct worst along it
   (docs/fidelity.md, stop 34).
 * ``clusters``: connected clusters of the phase in 3D (6- and 26-connectivity): count and the
