@@ -504,7 +504,8 @@ def sidebar_status(slot) -> None:
         if run is not None:
             st.markdown(f"**Model run:** {run.name}")
         elif demo_available():
-            st.markdown("**Model run:** demo model (bundled)")
+            st.markdown("**Model run:** none of yours yet  \n<small>Home shows the bundled demo model's "
+                        "volume</small>", unsafe_allow_html=True)
         else:
             st.markdown("**Model run:** none yet")
         running = bool(job_manager().running())

@@ -18,8 +18,11 @@ def main() -> None:
 
     infos = [i for i in runs.list_runs(_ui.runs_home()) if runs.latest_checkpoint(i.path) is not None]
     if not infos:
-        st.info("No trained model yet: train one on the **Train** page (a checkpoint is saved every "
-                "50 steps and when training stops).", icon=":material/model_training:")
+        demo = (" The volume on **Home** comes from the bundled demo model, which is for a first look "
+                "and is not listed here.") if _ui.demo_available() else ""
+        st.info("No model of yours yet: train one on the **Train** page (a checkpoint is saved every "
+                "50 steps and when training stops), then generate from it here." + demo,
+                icon=":material/model_training:")
         st.page_link(_ui.PAGES["train"], label="Go to Train", icon=":material/arrow_forward:")
         return
 

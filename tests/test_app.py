@@ -538,10 +538,10 @@ def test_home_shows_the_demo_model_volume(home):
     assert bundle["shown"] == [1, 2]
     table = at.dataframe[0].value
     assert list(table.columns) == ["phase", "training image %", "demo volume %"]
-    # the sidebar names the demo while the user has no run of their own (a fresh session: the
-    # polled run above ends in a rerun that AppTest reports without the sidebar)
+    # the sidebar says the user has no run of their own and where the demo's volume is (a fresh
+    # session: the polled run above ends in a rerun that AppTest reports without the sidebar)
     again = new_app()
-    assert "demo model (bundled)" in sidebar_texts(again)
+    assert "none of yours yet" in sidebar_texts(again) and "bundled demo model" in sidebar_texts(again)
     assert any("Demo model (bundled)" in m.value for m in again.markdown)  # ready at once now
 
 
