@@ -78,8 +78,13 @@ def write_demo_volume(run: Path) -> None:
 
     from matgen_core import generate
 
+    import json
+
     result = generate.generate(run, shape=DEMO_SHAPE, seed=0, device="cpu", policy="raw")
-    np.savez_compressed(run / "demo_volume.npz", labels=result.array)
+    # the generation record (how it was made) as JSON text, so Home needs neither torch nor pickle
+    record = {**result.info, "run": "assets/demo_model"}  # not this machine's path
+    np.savez_compressed(run / "demo_volume.npz", labels=result.array,
+                        record=np.array(json.dumps(record, default=str)))
 
 
 def main(argv=None) -> int:

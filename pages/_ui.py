@@ -635,12 +635,13 @@ def _make_demo_bundle() -> dict:
             scene["error"] = ((proc.stderr or "").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     with np.load(DEMO_RUN / "demo_volume.npz", allow_pickle=False) as f:
         labels = f["labels"].astype(np.uint8)
+        record = json.loads(str(f["record"])) if "record" in f.files else {}
     data = json.loads((DEMO_RUN / "config.json").read_text())["data"]
     n = len(data.get("phase_values") or []) or int(labels.max()) + 1
     training = np.load(DEMO_RUN / "data" / "image_0.npy", allow_pickle=False)
     table = dict(generated=[float(v) for v in np.bincount(labels.ravel(), minlength=n)[:n] / labels.size],
                  training=[float(v) for v in np.bincount(training.ravel(), minlength=n)[:n] / training.size])
-    result = dict(array=labels, data=data)
+    result = dict(array=labels, data=data, record=record)
     scene["shown"] = scene.get("shown") or list(range(1, n))
     flags = {int(k): v for k, v in scene.get("flags", {}).items()}
     return dict(generated=result, table=table, html=html, shown=scene["shown"], flags=flags,

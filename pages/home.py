@@ -153,7 +153,7 @@ def draw_demo(bundle: dict) -> None:
             data = bundle["generated"]["data"]
             gen = Generated(array=array, kind="nphase", phase_values=data["phase_values"],
                             voxel_size=data.get("voxel_size"), unit=data.get("unit", "px"),
-                            model="slicegan")
+                            model="slicegan", info=bundle["generated"].get("record") or {})
             st.session_state.generated = gen
             st.session_state.generated_meta = dict(run=str(_ui.DEMO_RUN), seed=0, demo=True,
                                                    run_name="demo model (bundled)",

@@ -210,6 +210,13 @@ def test_train_generate_analyze_export(home, monkeypatch):
     at.button(key="tau_btn").click().run(timeout=180)
     check(at)
     assert any(m.label == "Tortuosity factor" for m in at.metric)
+    at.selectbox(key="tau_axis").set_value(3).run(timeout=120)  # all three directions, compared
+    at.button(key="tau_btn").click().run(timeout=300)
+    check(at)
+    tau_table = next(d.value for d in at.dataframe if "direction" in d.value.columns)
+    assert list(tau_table["direction"]) == ["Z", "Y", "X"]
+    assert any("Largest / smallest" in c.value for c in at.caption) or any(
+        "blocked" in w.value for w in at.warning)
 
     # Export: the bytes behind the download buttons read back as the volume
     captured = _spy_downloads(monkeypatch)
@@ -533,6 +540,9 @@ def test_home_shows_the_demo_model_volume(home):
     bundle = _ui.demo_bundle()
     assert "error" not in bundle, bundle.get("error")
     assert bundle["generated"]["array"].shape == _ui.DEMO_SHAPE
+    record = bundle["generated"]["record"]  # how the demo volume was made, for Analyze and Export
+    assert (record["policy"], record["seed"], record["shape"]) == ("raw", 0, list(_ui.DEMO_SHAPE))
+    assert record["step"] == _ui.demo_info()["trained_steps"] and record["run"] == "assets/demo_model"
     assert len(set(np.unique(bundle["generated"]["array"]))) == 3  # every phase of the example
     assert bundle["html"] is not None and "OfflineLocalView" in bundle["html"], bundle["view_error"]
     assert bundle["shown"] == [1, 2]
