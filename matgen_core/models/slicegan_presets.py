@@ -17,7 +17,7 @@ from types import MappingProxyType
 #   symmetrize_real: the real crops alone in random orientations (isotropic runs): the target is
 #       the training image's statistics averaged over the square's orientations, and a volume
 #       whose axes differ stays visible to the critic (measured on `standard`: the generators'
-#       under-connected axis moved from Z to Y on four seeds; docs/fidelity.md, stop 34).
+#       under-connected axis moved from Z to Y on four of five seeds; docs/fidelity.md, stop 34).
 #   stationarity_weight: penalty on plane-to-plane changes of the mean phase fractions that repeat
 #       in every volume (the generator's 32-voxel lattice artefact; 0 = off, as published).
 #   volume_fraction_weight: penalty on the spread of phase fractions between training volumes beyond
