@@ -351,12 +351,11 @@ class SliceGANTrainer:
                 **{f"{name}_gap": gap for name, (_, gap) in statistics.items()}}
 
     def _statistic_loss(self, name: str, fake: torch.Tensor, step: int):
-        """``(loss, largest gap)`` of statistic loss ``name`` at ``step``, (0, 0) before its start;
-        the opening loss takes its plane orientation and square size in turn by step."""
+        """``(loss, largest gap)`` of statistic loss ``name`` at ``step``, (0, 0) before its start."""
         loss, weight, target = self.statistic_losses[name]
         if step < self.statistic_starts.get(name, 0):
             return 0.0, 0.0
-        return loss(fake, target, weight, *((step,) if name == "opening" else ()))
+        return loss(fake, target, weight, step)
 
     def _volume_fraction_loss(self, fake: torch.Tensor):
         """Penalty on the spread of the phase fractions from one training volume to the next.

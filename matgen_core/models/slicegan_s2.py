@@ -121,7 +121,7 @@ def interface_targets(images: list[np.ndarray], direction_image: list[int], n_ph
                         isotropic_orientation)
 
 
-def interface_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
+def interface_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * mean_axis sum_phase ((b_fake - b_target) / b_target)^2`` on the batch's boundary
     density of the argmax labels (gradient through the probabilities); returns the loss and the
     largest relative gap. A (axis, phase) whose target is 0 (a phase without boundaries in the
@@ -178,7 +178,7 @@ def isotropy_targets(image: np.ndarray, n_phases: int) -> np.ndarray:
                      for base2d in OBLIQUE_FAMILIES.values()])
 
 
-def isotropy_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
+def isotropy_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * mean_family sum_phase ((b_fake - b_target) / b_target)^2`` on the batch's
     boundary density at one offset of each of :data:`OBLIQUE_FAMILIES`, drawn at random each call
     (argmax labels, gradient through the probabilities); returns the loss and the largest
@@ -210,10 +210,15 @@ def plane_opening(volumes: torch.Tensor, normal_axis: int, size: int) -> torch.T
     """Opening (erosion then dilation) of each channel of (B, C, Z, Y, X) 0/1 ``volumes`` in the
     planes normal to ``normal_axis`` (0 = Z, 1 = Y, 2 = X) by a ``size`` x ``size`` square (odd,
     pixels). Pixels outside the volume neither erode nor dilate (max-pooling ignores padding)."""
+    eroded = -_plane_max(-volumes, normal_axis, size)
+    return _plane_max(eroded, normal_axis, size)
+
+
+def _plane_max(volumes: torch.Tensor, normal_axis: int, size: int) -> torch.Tensor:
+    """Maximum over a ``size`` x ``size`` square in the planes normal to ``normal_axis``."""
     kernel, pad = [size] * 3, [size // 2] * 3
     kernel[normal_axis], pad[normal_axis] = 1, 0
-    eroded = -torch.nn.functional.max_pool3d(-volumes, kernel, stride=1, padding=pad)
-    return torch.nn.functional.max_pool3d(eroded, kernel, stride=1, padding=pad)
+    return torch.nn.functional.max_pool3d(volumes, kernel, stride=1, padding=pad)
 
 
 def plane_openings(volumes: torch.Tensor, normal_axis: int, sizes=OPENING_SIZES) -> torch.Tensor:
@@ -236,7 +241,7 @@ def opening_targets(images: list[np.ndarray], direction_image: list[int], n_phas
     return np.stack([per_image[direction_image[d]] for d in range(3)])
 
 
-def opening_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int) -> tuple[torch.Tensor, float]:
+def opening_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * sum_phase (s_fake - s_target)^2`` on the opening share of the batch's argmax
     labels in one plane orientation and for one square size, taken in turn by ``step`` (all
     nine pairs every nine steps; 0.3-0.7 CPU s each on `standard`'s batch, all nine at once would
@@ -251,10 +256,7 @@ def opening_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: 
     with torch.no_grad():
         labels = hard_labels(fake.detach().float())
         opened = plane_opening(labels, axis, OPENING_SIZES[which])
-        ring_kernel, ring_pad = [3, 3, 3], [1, 1, 1]
-        ring_kernel[axis], ring_pad[axis] = 1, 0
-        ring = torch.nn.functional.max_pool3d(labels - opened, ring_kernel, stride=1, padding=ring_pad)
-        ring = ring * (1 - labels)
+        ring = _plane_max(labels - opened, axis, 3) * (1 - labels)
         total = labels.sum(dim=dims).clamp_min(1.0)
         share = opened.sum(dim=dims) / total
     pushed = (ring * fake.float()).sum(dim=dims) / total
@@ -263,7 +265,7 @@ def opening_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: 
     return weight * (gap ** 2).sum(), gap.abs().max().item()
 
 
-def s2_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
+def s2_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * mean_{axis, lag} sum_phase (S2_fake - S2_target)^2`` over the batch's mean S2 of
     the argmax labels (gradient through the probabilities); returns the loss and the largest
     absolute gap."""
@@ -275,7 +277,8 @@ def statistic_losses(config: dict, images: list[np.ndarray], direction_image: li
                      train_size: int, isotropic_orientation: bool) -> dict:
     """``name -> (loss function, weight, target array)`` for each statistic loss ``config`` turns
     on (``s2_weight``, ``interface_weight``, ``isotropy_weight``, ``opening_weight``), with its
-    targets from the training ``images``."""
+    targets from the training ``images``. Every loss is called ``loss(fake, target, weight,
+    step)``; only the opening loss uses the step."""
     common = (images, direction_image, n_phases)
     makers = {"s2": (s2_loss, lambda: s2_targets(*common, train_size // 2, isotropic_orientation)),
               "interface": (interface_loss, lambda: interface_targets(*common, isotropic_orientation)),
