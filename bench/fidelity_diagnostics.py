@@ -19,6 +19,11 @@ for one phase (default 1 = NMC):
   three axes agree (the truth: 0.19-0.23); the generators of stops 31-33 reach least along Z,
   the axis that is a row in both slicing directions that show it, and conduct worst along it
   (docs/fidelity.md, stop 34).
+* ``euler``: the phase's Euler number (8-connected pieces minus holes) per 10^4 px^2 in the planes
+  normal to Z, Y and X, and the training slice's (``slicegan_s2.plane_euler_density``, the
+  ``euler_weight`` statistic). Under isotropy every orientation has the same value, set by the 3D
+  material (the integral of the mean curvature of its surface); the generated NMC's is higher
+  than the slice's and follows its tortuosity (docs/fidelity.md, stop 35).
 * ``clusters``: connected clusters of the phase in 3D (6- and 26-connectivity): count and the
   share of the phase in the largest one; then the same after a 2-voxel erosion, which cuts
   necks thinner than ~5 voxels (a wide-necked network stays in one piece).
@@ -88,7 +93,7 @@ from fidelity_experiments import (RUNS, SIZE, TAU_SETTINGS, load_trainer, traini
 from matgen_core import metrics  # noqa: E402
 from matgen_core.models.slicegan_networks import periodic_stride  # noqa: E402
 from matgen_core.models.slicegan_presets import PRESETS  # noqa: E402
-from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets  # noqa: E402
+from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets, plane_euler_density  # noqa: E402
 
 
 def plane_fractions(volume: np.ndarray, phase: int) -> list[np.ndarray]:
@@ -297,6 +302,15 @@ def sections(volumes: list[np.ndarray], phase: int, image: np.ndarray) -> str:
             % (*reach, cluster_reach([(mask, 0)]), cluster_reach([(mask, 1)])))
 
 
+def euler(volumes: list[np.ndarray], phase: int, image: np.ndarray) -> str:
+    def per_area(mask: np.ndarray, normal: int) -> float:
+        one = torch.from_numpy(mask.astype(np.float64))[None, None]
+        return 1e4 * plane_euler_density(one if one.ndim == 5 else one[:, :, None], normal).item()
+    axes = [np.mean([per_area(v == phase, normal) for v in volumes]) for normal in range(3)]
+    return ("Euler number per 1e4 px^2 in the planes normal to Z/Y/X %.2f / %.2f / %.2f | training slice %.2f"
+            % (*axes, per_area(image == phase, 0)))
+
+
 def blocks64(volume: np.ndarray) -> list[np.ndarray]:
     h = 64
     return [volume[z:z + h, y:y + h, x:x + h] for z in range(0, volume.shape[0] - h + 1, h)
@@ -327,6 +341,7 @@ def main(argv=None) -> None:
     n_phases = int(image.max()) + 1
     print(f"{args.name} paths:    {paths(volumes, args.phase, n_phases)}", flush=True)
     print(f"{args.name} sections: {sections(volumes, args.phase, image)}", flush=True)
+    print(f"{args.name} euler:    {euler(volumes, args.phase, image)}", flush=True)
     period = periodic_stride(PRESETS["quick"] if args.name == "truth" else trainer.config)
     folded = volumes if args.name == "truth" else volumes + [
         trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)

@@ -801,3 +801,46 @@ def test_isotropy_loss_trains_and_needs_one_image():
     assert tr.train_step(1)["isotropy_gap"] == 0.0 and tr.train_step(2)["isotropy_gap"] > 0
     with pytest.raises(MatgenInputError, match="isotropy_weight"):
         tiny_trainer([blobs(64, seed=1), blobs(64, seed=2)], num_images=2, isotropy_weight=1.0)
+
+
+def test_euler_loss_counts_pieces_minus_holes_and_its_gradient_is_the_flip_change():
+    from skimage.measure import euler_number
+    from matgen_core.models.slicegan_s2 import euler_loss, euler_targets, plane_euler_density
+    rng = np.random.default_rng(3)
+    for _ in range(3):  # a phase clear of the plane's edge: the blocks add up to its Euler number
+        image = (rng.random((30, 40)) < 0.5).astype(np.uint8)
+        image[[0, -1]] = 0
+        image[:, [0, -1]] = 0
+        per_pixel = euler_targets([image], [0, 0, 0], 2)
+        assert per_pixel.shape == (3, 2) and (per_pixel == per_pixel[0]).all()
+        assert per_pixel[0, 1] * 29 * 39 == pytest.approx(euler_number(image.astype(bool), connectivity=2))
+
+    # two 3 x 3 particles one pixel apart, and a ring: Euler number 2 + 0 in every Z plane
+    image = np.zeros((16, 16), np.uint8)
+    image[2:5, 2:5] = image[2:5, 6:9] = 1
+    image[9:14, 9:14] = 1
+    image[11, 11] = 0
+    volume = torch.tensor(np.repeat(image[None], 4, 0)).long()
+    one_hot = F.one_hot(volume, 2).movedim(-1, 0).float()[None]
+    assert plane_euler_density(one_hot, 0)[1].item() * 15 * 15 == pytest.approx(2.0)
+    # in the planes normal to X the particles are bands 4 px long along Z: pieces, no holes
+    logits = (one_hot * 8 - 4).requires_grad_(True)
+    target = torch.tensor([[0.0, 2.0 / 225]] * 3)  # phase 0 left to the critic
+    loss, gap = euler_loss(torch.softmax(logits, 1), target, 1.0, step=0)
+    assert gap == pytest.approx(0.0, abs=1e-5) and loss.item() == pytest.approx(0.0, abs=1e-8)
+    # a target of fewer pieces: the steepest descent joins the two particles (the pixel between
+    # them gains phase 1: one piece less) and keeps the ring's hole open (filling it adds one);
+    # the same softmax slope everywhere, so the pushes are the flips' changes in Euler number,
+    # -1 and +1, to scale. Far from the phase's edge there is no push (a speck would add one
+    # there too, and everywhere at once: a push on the fraction, not on the shape)
+    loss, gap = euler_loss(torch.softmax(logits, 1), target / 2, 1.0, step=0)
+    assert gap == pytest.approx(1.0, abs=1e-4)
+    loss.backward()
+    push = -logits.grad[0, 1, 1]  # descent direction for phase 1 in one Z plane
+    assert push[3, 5] > 0  # the pixel between the particles
+    assert push[11, 11].item() == pytest.approx(-push[3, 5].item(), rel=1e-4)  # the ring's hole
+    assert push[7, 7] == 0 and push[3, 3] == 0  # far from the edge, outside and inside
+    assert push[1, 3].item() == pytest.approx(0.0, abs=1e-9)  # on a particle's edge: changes nothing
+    tr = tiny_trainer([blobs(64)], euler_weight=100.0, interface_start=2)
+    assert "euler" in tr.statistic_losses
+    assert tr.train_step(1)["euler_gap"] == 0.0 and tr.train_step(2)["euler_gap"] > 0

@@ -155,7 +155,7 @@ class SliceGANTrainer:
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
         start = int(c.get("interface_start") or 0)  # first step of both surface losses; else 0
-        self.statistic_starts = {"interface": start, "isotropy": start, "opening": start}
+        self.statistic_starts = {"interface": start, "isotropy": start, "opening": start, "euler": start}
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:

@@ -37,9 +37,15 @@ from types import MappingProxyType
 #       a 3, 5 or 7 px square in the training volumes' planes and in the training image (particle
 #       shape in sections; slicegan_s2.py; 0 = off, as published; measured on `standard`, it does
 #       not move the share it targets: docs/fidelity.md, stop 34).
-#   interface_start: the generator step from which interface_weight, isotropy_weight and
-#       opening_weight apply (from the first step they override the critic before the structure
-#       has formed; docs/fidelity.md).
+#   euler_weight: penalty on the relative gap between the Euler number per area of each phase in
+#       the training volumes' planes and in the training image (under isotropy: the integral of
+#       mean curvature of the 3D surface; slicegan_s2.py; 0 = off, as published; measured on
+#       `standard` at weight 5 from step 400, it moves its target loosely and cost one seed of four
+#       4 pp of its NMC: docs/fidelity.md, stop 35; start it late, the gap of an untrained
+#       generator is 10-20x).
+#   interface_start: the generator step from which interface_weight, isotropy_weight,
+#       opening_weight and euler_weight apply (from the first step they override the critic
+#       before the structure has formed; docs/fidelity.md).
 #   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
 #       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;
@@ -76,7 +82,7 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=0.0, interface_start=0, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0, opening_weight=0.0, symmetrize_real=False,
+    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, symmetrize_real=False,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -103,7 +109,7 @@ _QUICK = dict(
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=100.0, interface_start=750, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0, opening_weight=0.0, symmetrize_real=False,
+    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, symmetrize_real=False,
 )
 _STANDARD = dict(
     _QUICK,
