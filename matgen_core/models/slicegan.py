@@ -154,7 +154,7 @@ class SliceGANTrainer:
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
-        start = int(c.get("interface_start") or 0)  # first step of both surface losses; else 0
+        start = int(c.get("interface_start") or 0)  # first step of every statistic loss but S2
         self.statistic_starts = {"interface": start, "isotropy": start, "opening": start, "euler": start}
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])

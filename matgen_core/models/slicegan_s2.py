@@ -262,6 +262,7 @@ def opening_targets(images: list[np.ndarray], direction_image: list[int], n_phas
     (:func:`per_direction_plane_targets`; a phase absent from an image gets 0)."""
     return per_direction_plane_targets(images, direction_image, n_phases, plane_openings)
 
+
 def opening_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * sum_phase (s_fake - s_target)^2`` on the opening share of the batch's argmax
     labels in one plane orientation and for one square size, taken in turn by ``step`` (all
@@ -310,6 +311,7 @@ def euler_targets(images: list[np.ndarray], direction_image: list[int], n_phases
     (3, n_phases) (:func:`per_direction_plane_targets`)."""
     return per_direction_plane_targets(images, direction_image, n_phases, plane_euler_density)
 
+
 def euler_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * sum_phase (e_fake / e_target - 1)^2`` on the Euler number per pixel of the
     batch's argmax labels in the planes normal to one axis, taken in turn by ``step``; returns the
@@ -331,6 +333,7 @@ def euler_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: in
     known = target[axis] != 0
     gap = (measured / torch.where(known, target[axis], 1.0) - 1) * known
     return weight * (gap ** 2).sum(), gap.abs().max().item()
+
 
 def s2_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: int = 0) -> tuple[torch.Tensor, float]:
     """``weight * mean_{axis, lag} sum_phase (S2_fake - S2_target)^2`` over the batch's mean S2 of
