@@ -170,6 +170,8 @@ def main() -> None:
                 bar = st.progress(0.0, text="Solving...")
                 try:
                     for i, (a, key) in enumerate(zip(axes, keys)):
+                        if key in ss.get("tau_results", {}):
+                            continue  # this volume, phase and direction: solved already
                         res = metrics.tortuosity(
                             data, int(phase), a, n_phases=n,
                             progress=lambda f, it, i=i, a=a: bar.progress(

@@ -154,8 +154,7 @@ class SliceGANTrainer:
         self._spread_average, self._spread_steps = 0.0, 0  # see _volume_fraction_loss
         self.expected_spread = None  # see _volume_fraction_loss
         self.statistic_losses = {}  # name -> (loss function, weight, target); see slicegan_s2
-        start = int(c.get("interface_start") or 0)  # first step of every statistic loss but S2
-        self.statistic_starts = {"interface": start, "isotropy": start, "opening": start, "euler": start}
+        self.statistic_start = int(c.get("interface_start") or 0)  # of every statistic loss but S2
         self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=c["lr_d"], betas=betas)
         self.train_size = output_size(c["lz"], c["gen_kernels"], c["gen_strides"], c["gen_paddings"])
         if self.train_size != c["img_size"]:
@@ -353,7 +352,7 @@ class SliceGANTrainer:
     def _statistic_loss(self, name: str, fake: torch.Tensor, step: int):
         """``(loss, largest gap)`` of statistic loss ``name`` at ``step``, (0, 0) before its start."""
         loss, weight, target = self.statistic_losses[name]
-        if step < self.statistic_starts.get(name, 0):
+        if name != "s2" and step < self.statistic_start:
             return 0.0, 0.0
         return loss(fake, target, weight, step)
 
