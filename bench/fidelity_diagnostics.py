@@ -25,6 +25,13 @@ for one phase (default 1 = NMC):
   material (the integral of the mean curvature of its surface). The test slice's NMC value is
   ~10 % above the truth's sections' (8.04 against 7.16); the generated runs' lie at 6.3-8.1 and
   their NMC tortuosity rises with it (docs/fidelity.md, stop 35).
+* ``corners``: the phase's corner-only contacts (2 x 2 blocks holding the phase on one diagonal
+  and not on the other: two parts that touch at a corner, joined in 8-connected terms and not in
+  a face-connected transport solve) per 10^4 blocks in the planes normal to Z, Y and X, and the
+  training slice's (``slicegan_s2.plane_corner_contacts``, the ``corner_weight`` statistic); and
+  the 3D kind no plane shows, voxel pairs a body diagonal apart alone in their 2 x 2 x 2 cube,
+  per 10^4 voxels. The generators of stops 31-35 make 3-5x the truth's NMC corner contacts in
+  sections and 3-6x its body-diagonal ones (docs/fidelity.md, stop 36).
 * ``clusters``: connected clusters of the phase in 3D (6- and 26-connectivity): count and the
   share of the phase in the largest one; then the same after a 2-voxel erosion, which cuts
   necks thinner than ~5 voxels (a wide-necked network stays in one piece).
@@ -94,7 +101,8 @@ from fidelity_experiments import (RUNS, SIZE, TAU_SETTINGS, load_trainer, traini
 from matgen_core import metrics  # noqa: E402
 from matgen_core.models.slicegan_networks import periodic_stride  # noqa: E402
 from matgen_core.models.slicegan_presets import PRESETS  # noqa: E402
-from matgen_core.models.slicegan_s2 import OBLIQUE_FAMILIES, isotropy_targets, plane_euler_density  # noqa: E402
+from matgen_core.models.slicegan_s2 import (OBLIQUE_FAMILIES, isotropy_targets, plane_corner_contacts,  # noqa: E402
+                                            plane_euler_density)
 
 
 def plane_fractions(volume: np.ndarray, phase: int) -> list[np.ndarray]:
@@ -303,13 +311,40 @@ def sections(volumes: list[np.ndarray], phase: int, image: np.ndarray) -> str:
             % (*reach, cluster_reach([(mask, 0)]), cluster_reach([(mask, 1)])))
 
 
+def _per_1e4(statistic, mask: np.ndarray, normal: int) -> float:
+    """A ``slicegan_s2`` plane statistic of a 0/1 volume (or a 2D image, normal 0), x 1e4."""
+    one = torch.from_numpy(mask.astype(np.float64))[None, None]
+    return 1e4 * statistic(one if one.ndim == 5 else one[:, :, None], normal)[0].item()
+
+
 def euler(volumes: list[np.ndarray], phase: int, image: np.ndarray) -> str:
-    def per_area(mask: np.ndarray, normal: int) -> float:
-        one = torch.from_numpy(mask.astype(np.float64))[None, None]
-        return 1e4 * plane_euler_density(one if one.ndim == 5 else one[:, :, None], normal).item()
-    axes = [np.mean([per_area(v == phase, normal) for v in volumes]) for normal in range(3)]
+    axes = [np.mean([_per_1e4(plane_euler_density, v == phase, n) for v in volumes]) for n in range(3)]
     return ("Euler number per 1e4 px^2 in the planes normal to Z/Y/X %.2f / %.2f / %.2f | training slice %.2f"
-            % (*axes, per_area(image == phase, 0)))
+            % (*axes, _per_1e4(plane_euler_density, image == phase, 0)))
+
+
+def corners(volumes: list[np.ndarray], phase: int, image: np.ndarray) -> str:
+    axes = [np.mean([_per_1e4(plane_corner_contacts, v == phase, n) for v in volumes]) for n in range(3)]
+    body = np.mean([body_diagonal_contacts(v == phase) for v in volumes])
+    return ("corner-only contacts per 1e4 2x2 blocks in the planes normal to Z/Y/X %.2f / %.2f / %.2f | "
+            "training slice %.2f | body-diagonal only, per 1e4 voxels %.3f"
+            % (*axes, _per_1e4(plane_corner_contacts, image == phase, 0), body))
+
+
+def body_diagonal_contacts(mask: np.ndarray) -> float:
+    """Voxel pairs of ``mask`` a body diagonal apart whose 2 x 2 x 2 cube holds no other voxel of
+    ``mask`` (joined at a corner only; the face-diagonal kind is ``plane_corner_contacts``), per
+    1e4 voxels."""
+    n = [s - 1 for s in mask.shape]
+    cube = [mask[i:i + n[0], j:j + n[1], k:k + n[2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    total = 0
+    for corner in range(4):  # corner and 7 - corner are opposite in the cube
+        others = np.zeros(n, bool)
+        for m in range(8):
+            if m not in (corner, 7 - corner):
+                others |= cube[m]
+        total += int((cube[corner] & cube[7 - corner] & ~others).sum())
+    return 1e4 * total / mask.size
 
 
 def blocks64(volume: np.ndarray) -> list[np.ndarray]:
@@ -343,6 +378,7 @@ def main(argv=None) -> None:
     print(f"{args.name} paths:    {paths(volumes, args.phase, n_phases)}", flush=True)
     print(f"{args.name} sections: {sections(volumes, args.phase, image)}", flush=True)
     print(f"{args.name} euler:    {euler(volumes, args.phase, image)}", flush=True)
+    print(f"{args.name} corners:  {corners(volumes, args.phase, image)}", flush=True)
     period = periodic_stride(PRESETS["quick"] if args.name == "truth" else trainer.config)
     folded = volumes if args.name == "truth" else volumes + [
         trainer.sample((SIZE,) * 3, seed=s).argmax(0).astype(np.uint8)

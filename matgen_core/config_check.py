@@ -23,7 +23,7 @@ _RANGES = {
     "stationarity_weight": (0, None, True, True), "volume_fraction_weight": (0, None, True, True),
     "s2_weight": (0, None, True, True), "interface_weight": (0, None, True, True),
     "isotropy_weight": (0, None, True, True), "opening_weight": (0, None, True, True),
-    "euler_weight": (0, None, True, True),
+    "euler_weight": (0, None, True, True), "corner_weight": (0, None, True, True),
     "interface_start": (0, None, True, True),
     "beta": (0, None, True, True), "gamma": (0, None, True, True),
     "pixel_weight": (0, None, True, True), "ema_decay": (0, 1, True, False),

@@ -844,3 +844,41 @@ def test_euler_loss_counts_pieces_minus_holes_and_its_gradient_is_the_flip_chang
     tr = tiny_trainer([blobs(64)], euler_weight=100.0, interface_start=2)
     assert "euler" in tr.statistic_losses
     assert tr.train_step(1)["euler_gap"] == 0.0 and tr.train_step(2)["euler_gap"] > 0
+
+
+def test_corner_loss_counts_corner_only_contacts_and_closes_them():
+    from matgen_core.models.slicegan_s2 import corner_loss, corner_targets, plane_corner_contacts
+    rng = np.random.default_rng(4)
+    image = (rng.random((30, 40)) < 0.4).astype(np.uint8)
+    a, b, c, d = image[:-1, :-1], image[:-1, 1:], image[1:, :-1], image[1:, 1:]
+    for phase in (0, 1):  # brute force: blocks holding exactly one diagonal of the phase
+        on = [x == phase for x in (a, b, c, d)]
+        count = ((on[0] & on[3] & ~on[1] & ~on[2]) | (on[1] & on[2] & ~on[0] & ~on[3])).sum()
+        assert corner_targets([image], [0, 0, 0], 2)[1, phase] * 29 * 39 == pytest.approx(count)
+
+    # two 3 x 3 particles touching at one corner, in every Z plane; in the other orientations
+    # they are bands that share an edge or none
+    image = np.zeros((12, 12), np.uint8)
+    image[2:5, 2:5] = image[5:8, 5:8] = 1
+    volume = torch.tensor(np.repeat(image[None], 4, 0)).long()
+    one_hot = F.one_hot(volume, 2).movedim(-1, 0).float()[None]
+    assert plane_corner_contacts(one_hot, 0)[1].item() * 11 * 11 == pytest.approx(1.0)
+    assert plane_corner_contacts(one_hot, 1)[1].item() == 0 and plane_corner_contacts(one_hot, 2)[1].item() == 0
+    logits = (one_hot * 8 - 4).requires_grad_(True)
+    per_block = 1.0 / (11 * 11)  # one contact in each plane of 11 x 11 blocks
+    target = torch.tensor([[1.0, per_block / 3]] * 3)  # phase 0: far below its target, no penalty
+    loss, excess = corner_loss(torch.softmax(logits, 1), target, 1.0, step=0)
+    assert excess == pytest.approx(2.0, rel=1e-3) and loss.item() == pytest.approx(4.0, rel=1e-3)
+    loss.backward()
+    push = -logits.grad[0, 1, 1]  # descent direction for phase 1 in one Z plane
+    assert push[4, 5] > 0 and push[5, 4] > 0  # either pixel off the diagonal joins the pair
+    assert push[4, 4] < 0 and push[5, 5] < 0  # either pixel of the pair parts it
+    # the same amount each way: no push on the phase's fraction as a whole
+    assert push.sum().item() == pytest.approx(0.0, abs=1e-3 * push.abs().max().item())  # float32 softmax
+    assert push[0, 0] == 0 and push[9, 9] == 0 and push[3, 3] == 0
+    # a deficit is not penalised
+    loss, excess = corner_loss(torch.softmax(logits, 1), target * 10, 1.0, step=0)
+    assert loss.item() == 0 and excess == 0
+    tr = tiny_trainer([blobs(64)], corner_weight=1.0, interface_start=2)
+    assert "corner" in tr.statistic_losses
+    assert tr.train_step(1)["corner_gap"] == 0.0 and "corner_gap" in tr.train_step(2)

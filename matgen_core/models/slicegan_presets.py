@@ -43,8 +43,14 @@ from types import MappingProxyType
 #       `standard` at weight 5 from step 400, it moves its target loosely and cost one seed of four
 #       4 pp of its NMC: docs/fidelity.md, stop 35; start it late, the gap of an untrained
 #       generator is 10-20x).
+#   corner_weight: penalty on an excess of each phase's corner-only contacts (2 x 2 blocks holding
+#       the phase on one diagonal only: joined at a corner, not through a face) in the training
+#       volumes' planes over the training image's share (slicegan_s2.py; 0 = off, as published;
+#       measured on `standard` at weight 0.3 from step 400 it cuts the generators' 3-5x NMC
+#       excess by 40-45 % and lowers the NMC tortuosity on four seeds of five, but the seeds
+#       still spread as widely and two lost per-volume fraction control: docs/fidelity.md, stop 36).
 #   interface_start: the generator step from which interface_weight, isotropy_weight,
-#       opening_weight and euler_weight apply (from the first step they override the critic
+#       opening_weight, euler_weight and corner_weight apply (from the first step they override the critic
 #       before the structure has formed; docs/fidelity.md).
 #   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
@@ -82,7 +88,7 @@ _PAPER = dict(
     ema_decay=0.0, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=0.0, interface_start=0, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, symmetrize_real=False,
+    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, corner_weight=0.0, symmetrize_real=False,
 )
 _QUICK = dict(
     description="Small network for a 2-core CPU, about 10 CPU minutes: a first look. Fractions, "
@@ -109,7 +115,7 @@ _QUICK = dict(
     ema_decay=0.98, conditional=False, fraction_range=0.1, augment_dihedral=False,
     stationarity_weight=0.0, volume_fraction_weight=0.0, s2_weight=0.0,
     interface_weight=100.0, interface_start=750, gen_upsample="transposed", critic_diagonal=False,
-    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, symmetrize_real=False,
+    isotropy_weight=0.0, opening_weight=0.0, euler_weight=0.0, corner_weight=0.0, symmetrize_real=False,
 )
 _STANDARD = dict(
     _QUICK,
