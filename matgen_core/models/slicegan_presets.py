@@ -48,10 +48,11 @@ from types import MappingProxyType
 #       volumes' planes over the training image's share (slicegan_s2.py; 0 = off, as published;
 #       measured on `standard` at weight 0.3 from step 400 it cuts the generators' 3-5x NMC
 #       excess by 40-45 % and lowers the NMC tortuosity on four seeds of five, but the seeds
-#       still spread as widely and two lost per-volume fraction control: docs/fidelity.md, stop 36).
+#       still spread as widely and two lost per-volume fraction control: docs/fidelity.md, stop 36;
+#       start it late, an untrained generator has 20-240x the image's share).
 #   interface_start: the generator step from which interface_weight, isotropy_weight,
-#       opening_weight, euler_weight and corner_weight apply (from the first step they override the critic
-#       before the structure has formed; docs/fidelity.md).
+#       opening_weight, euler_weight and corner_weight apply (from the first step they override
+#       the critic before the structure has formed; docs/fidelity.md).
 #   gen_upsample: "transposed" (free 4x4x4 kernels, as published) or "resize" (nearest-neighbour
 #       upsampling and a 3x3x3 convolution per layer, written as the same transposed convolution:
 #       a layer cannot imprint its stride on the mean, the generator's 32-voxel lattice;

@@ -59,7 +59,7 @@ sections such blocks are rare for NMC (0.6 per 10^4 blocks in the training slice
 the true volume's); every generator measured makes 3-5x as many, in every orientation, and in
 3D 3-6x the truth's voxel pairs joined through a body diagonal alone. Closing the face-diagonal
 ones in one generated volume (0.08 % more NMC) cut its worst axis' NMC tortuosity from 62.6 to
-37.7 and the others by 2-5 % (docs/fidelity.md, stop 36). Only an excess over the training
+37.7 and the others by 2-4 % (docs/fidelity.md, stop 36). Only an excess over the training
 image's share is penalised, and the gradient is the exact change of each contact under a flip
 of each of its four pixels (two close it, two part it), so it does not push the fraction.
 Measured on `standard` (weight 0.3 from step 400, paired runs on five seeds, stop 36), it cut
