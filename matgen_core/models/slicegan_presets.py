@@ -48,7 +48,8 @@ from types import MappingProxyType
 #       volumes' planes over the training image's share (slicegan_s2.py; 0 = off, as published;
 #       measured on `standard` at weight 0.3 from step 400 it cuts the generators' 3-5x NMC
 #       excess by 40-45 % and lowers the NMC tortuosity on four seeds of five, but the seeds
-#       still spread as widely and two lost per-volume fraction control: docs/fidelity.md, stop 36;
+#       still spread as widely, two lost per-volume fraction control, and at weight 1 the
+#       network moved back: it does not follow the weight (docs/fidelity.md, stop 36);
 #       start it late, an untrained generator has 20-240x the image's share).
 #   interface_start: the generator step from which interface_weight, isotropy_weight,
 #       opening_weight, euler_weight and corner_weight apply (from the first step they override

@@ -66,7 +66,8 @@ Measured on `standard` (weight 0.3 from step 400, paired runs on five seeds, sto
 the NMC excess by 40-45 % (to ~2x the slice's), lowered the NMC tortuosity median on four seeds
 of five (three of five within 15 % of the truth's, against one of five) without narrowing the
 spread between seeds, and widened the NMC fraction's spread between volumes on two seeds (up
-to 5.3 pp off in one volume), so it stays off: a lead, not a fix.
+to 5.3 pp off in one volume). At weight 1 the contacts fell further and the network moved back
+(seeds 2 and 3): its changes do not follow the weight, so it stays off.
 
 Shapes: volumes (B, C, Z, Y, X) of soft phase probabilities; images (H, W) of labels.
 """
