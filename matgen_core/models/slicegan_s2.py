@@ -353,8 +353,14 @@ def plane_corner_contacts(volumes: torch.Tensor, normal_axis: int) -> torch.Tens
     diagonal and neither of the other: two parts of the phase that touch at a corner only.
     Summed over the three plane orientations it counts the voxel pairs a face diagonal apart
     that no face of the pair's square joins. Returns (C,)."""
-    a, b, c, d = _plane_block_corners(volumes, normal_axis)
-    return (a * d * (1 - b) * (1 - c) + b * c * (1 - a) * (1 - d)).mean(dim=(0, 2, 3, 4))
+    pair_ad, pair_bc = _corner_pairs(*_plane_block_corners(volumes, normal_axis))
+    return (pair_ad + pair_bc).mean(dim=(0, 2, 3, 4))
+
+
+def _corner_pairs(a, b, c, d) -> tuple[torch.Tensor, torch.Tensor]:
+    """For 2 x 2 blocks of 0/1 pixels (top-left, top-right, bottom-left, bottom-right): 1 where
+    the block holds the a-d diagonal alone, and 1 where it holds the b-c diagonal alone."""
+    return a * d * (1 - b) * (1 - c), b * c * (1 - a) * (1 - d)
 
 
 def _plane_block_corners(volumes: torch.Tensor, normal_axis: int) -> tuple[torch.Tensor, ...]:
@@ -391,9 +397,7 @@ def corner_loss(fake: torch.Tensor, target: torch.Tensor, weight: float, step: i
     probabilities = fake.float()
     with torch.no_grad():
         labels = hard_labels(probabilities)
-        a, b, c, d = _plane_block_corners(labels, axis)
-        pair_ad = a * d * (1 - b) * (1 - c)  # 1 where the block is a contact on that diagonal
-        pair_bc = b * c * (1 - a) * (1 - d)
+        pair_ad, pair_bc = _corner_pairs(*_plane_block_corners(labels, axis))  # 1 at a contact
     sa, sb, sc, sd = _plane_block_corners(probabilities - probabilities.detach(), axis)  # value 0
     flips = pair_ad * (sa + sd - sb - sc) + pair_bc * (sb + sc - sa - sd)
     measured = (pair_ad + pair_bc + flips).mean(dim=(0, 2, 3, 4))
