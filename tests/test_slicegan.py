@@ -206,6 +206,38 @@ def test_weight_average_is_used_for_sampling_and_checkpointed():
     assert tiny_trainer(None, ema_decay=0.0).generator_ema is None
 
 
+def test_weight_averaged_generators_statistics_come_from_enough_volumes():
+    """The BatchNorm statistics of the network that makes volumes are an estimate whose error
+    every volume shares: with EMA_STATISTICS_VOLUMES volumes it is closer to a many-volume
+    reference than with the 8 used before; a checkpoint saved with another count is estimated
+    again on load (same volumes as a fresh estimate)."""
+    from matgen_core.models.slicegan import EMA_STATISTICS_VOLUMES
+
+    torch.manual_seed(0)
+    tr = tiny_trainer([blobs(64)], ema_decay=0.9)
+    tr.train_step(0)
+    norms = [m for m in tr.generator_ema.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+
+    def estimate(volumes):
+        tr._refresh_ema_statistics(volumes)
+        return torch.cat([torch.cat([m.running_mean, m.running_var]) for m in norms])
+
+    reference = estimate(1024)
+    error_8 = (estimate(8) - reference).abs().mean()
+    error_n = (estimate(EMA_STATISTICS_VOLUMES) - reference).abs().mean()
+    assert EMA_STATISTICS_VOLUMES >= 64 and error_n < 0.6 * error_8, (error_n, error_8)
+    state = tr.state_dict()
+    assert int(state["ema_statistics_volumes"]) == EMA_STATISTICS_VOLUMES
+    fresh = tr.sample((32, 32, 32), seed=4)
+    old = {k: v for k, v in state.items() if k != "ema_statistics_volumes"}  # a pre-stop-37 file
+    old["generator_ema"] = {k: (v + 0.5 if "running_mean" in k else v) for k, v in state["generator_ema"].items()}
+    other = tiny_trainer(None, ema_decay=0.9)
+    other.load_state_dict(old)
+    assert np.allclose(other.sample((32, 32, 32), seed=4), fresh, atol=1e-5)
+    other.load_state_dict({**old, "ema_statistics_volumes": state["ema_statistics_volumes"]})
+    assert not np.allclose(other.sample((32, 32, 32), seed=4), fresh, atol=1e-3)  # stored ones used
+
+
 def test_resuming_uses_the_configs_learning_rate_with_the_saved_adam_moments():
     tr = tiny_trainer([blobs(64)], lr_g=1e-3, lr_d=1e-3)
     tr.train_step(0)
@@ -493,9 +525,10 @@ def test_config_picks_the_trainer_class_and_conditional_checkpoints_keep_their_l
     torch.manual_seed(0)
     cond.train_step(1)
     state = cond.state_dict()
-    # the checkpoint layout of the single-class trainer (before the split), key order included
+    # the checkpoint layout of the single-class trainer (before the split), key order included,
+    # with the count of volumes behind the averaged generator's statistics (stop 37)
     assert list(state) == ["generator", "critics", "opt_g", "opt_d", "generator_ema", "ema_updates",
-                           "fraction_center"]
+                           "ema_statistics_volumes", "fraction_center"]
     center = state["fraction_center"]
     assert center.dtype == torch.float32 and center.shape == (2,) and abs(float(center[1]) - 0.35) < 0.02
     torch.save({"state": state, "step": 1}, tmp_path / "latest.pt")

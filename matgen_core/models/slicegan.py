@@ -50,6 +50,9 @@ from .slicegan_sections import DIAGONAL, diagonal_sections, dihedral, slices  # 
 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
 SPREAD_DECAY = 0.98  # running average of the per-volume fraction spread (~50 generator steps)
+# Volumes behind the averaged generator's BatchNorm statistics: their sampling error shifts every
+# volume of a run (8 volumes: NMC fraction +-5.5 pp between estimates; 64: ~0.3 pp; stop 37)
+EMA_STATISTICS_VOLUMES = 64
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, groups: int = 1,
@@ -436,12 +439,13 @@ class SliceGANTrainer:
         self._ema_stale = True
 
     @torch.no_grad()
-    def _refresh_ema_statistics(self, batches: int = 4) -> None:
+    def _refresh_ema_statistics(self, volumes: int = EMA_STATISTICS_VOLUMES) -> None:
         """Re-estimate the averaged generator's BatchNorm statistics for its own weights.
 
         The live network's running statistics belong to the live weights; used with the averaged
-        weights they would shift every activation. A few forward passes on fixed noise (its own
-        random generator, so training randomness is untouched) give exact averages.
+        weights they would shift every activation. Passes on ``volumes`` training-size volumes in
+        training-size batches, on fixed noise (its own random generator, so training randomness
+        is untouched), give the average (few volumes give an error every volume shares).
         """
         net, c = self.generator_ema, self.config
         norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -450,9 +454,9 @@ class SliceGANTrainer:
             m.momentum = None  # cumulative average over the passes below
         net.train()
         rng = torch.Generator().manual_seed(1234)
-        for _ in range(batches):
-            z = self._noise(c["batch_size"], c["lz"], generator=rng)
-            net(self._condition(z, self._refresh_targets(c["batch_size"], rng)))
+        batch = int(c["batch_size"])
+        for _ in range(max(1, -(-int(volumes) // batch))):
+            net(self._condition(self._noise(batch, c["lz"], generator=rng), self._refresh_targets(batch, rng)))
         for m in norms:
             m.momentum = 0.1
         net.eval()
@@ -474,6 +478,7 @@ class SliceGANTrainer:
         if self.generator_ema is not None:
             state["generator_ema"] = self.sampling_generator.state_dict()
             state["ema_updates"] = torch.tensor(self.ema_updates)
+            state["ema_statistics_volumes"] = torch.tensor(EMA_STATISTICS_VOLUMES)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -481,6 +486,8 @@ class SliceGANTrainer:
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
             self.ema_updates = int(state.get("ema_updates", 0))
+            # statistics from another number of volumes (before stop 37: 8) are estimated again
+            self._ema_stale = int(state.get("ema_statistics_volumes", 0)) != EMA_STATISTICS_VOLUMES
         if "critics" in state:
             self.critics.load_state_dict(state["critics"])
             load_optimizer(self.opt_g, state["opt_g"])
