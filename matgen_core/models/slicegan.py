@@ -51,7 +51,7 @@ from .slicegan_sections import DIAGONAL, diagonal_sections, dihedral, slices  # 
 STATIONARITY_DECAY = 0.98  # running average of the plane-fraction profile (~50 generator steps)
 SPREAD_DECAY = 0.98  # running average of the per-volume fraction spread (~50 generator steps)
 # Volumes behind the averaged generator's BatchNorm statistics: their sampling error shifts every
-# volume of a run (8 volumes: NMC fraction +-5.5 pp between estimates; 64: ~0.3 pp; stop 37)
+# volume of a run (8 volumes: NMC fraction up to 5.5 pp apart between estimates; 64: ~0.4 pp)
 EMA_STATISTICS_VOLUMES = 64
 
 
