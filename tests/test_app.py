@@ -544,6 +544,10 @@ def test_home_shows_the_demo_model_volume(home):
     assert (record["policy"], record["seed"], record["shape"]) == ("raw", 0, list(_ui.DEMO_SHAPE))
     assert record["step"] == _ui.demo_info()["trained_steps"] and record["run"] == "assets/demo_model"
     assert len(set(np.unique(bundle["generated"]["array"]))) == 3  # every phase of the example
+    # the stored volume is what the bundled model makes for seed 0 today (not a stale file)
+    from matgen_core import generate
+    made = generate.generate(_ui.DEMO_RUN, shape=_ui.DEMO_SHAPE, seed=0, device="cpu", policy="raw")
+    assert np.array_equal(made.array, bundle["generated"]["array"])
     assert bundle["html"] is not None and "OfflineLocalView" in bundle["html"], bundle["view_error"]
     assert bundle["shown"] == [1, 2]
     table = at.dataframe[0].value
