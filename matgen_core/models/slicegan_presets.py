@@ -47,10 +47,11 @@ from types import MappingProxyType
 #       the phase on one diagonal only: joined at a corner, not through a face) in the training
 #       volumes' planes over the training image's share (slicegan_s2.py; 0 = off, as published;
 #       measured on `standard` at weight 0.3 from step 400 it cuts the generators' 3-5x NMC
-#       excess by 40-45 % and lowers the NMC tortuosity on four seeds of five, but the seeds
-#       still spread as widely, two lost per-volume fraction control, and at weight 1 the
-#       network moved back: it does not follow the weight (docs/fidelity.md, stop 36);
-#       start it late, an untrained generator has 20-240x the image's share).
+#       excess by 40-45 % and lowers the NMC tortuosity median by 5-20 % on four seeds of five,
+#       inside the seeds' spread (three of five within 15 % with it and without it), and two
+#       seeds lost per-volume fraction control; weights 0.1-1 move it alike, not in proportion
+#       (docs/fidelity.md, stops 36-37); start it late, an untrained generator has 20-240x the
+#       image's share).
 #   interface_start: the generator step from which interface_weight, isotropy_weight,
 #       opening_weight, euler_weight and corner_weight apply (from the first step they override
 #       the critic before the structure has formed; docs/fidelity.md).

@@ -63,11 +63,11 @@ ones in one generated volume (0.08 % more NMC) cut its worst axis' NMC tortuosit
 image's share is penalised, and the gradient is the exact change of each contact under a flip
 of each of its four pixels (two close it, two part it), so it does not push the fraction.
 Measured on `standard` (weight 0.3 from step 400, paired runs on five seeds, stop 36), it cut
-the NMC excess by 40-45 % (to ~2x the slice's), lowered the NMC tortuosity median on four seeds
-of five (three of five within 15 % of the truth's, against one of five) without narrowing the
-spread between seeds, and widened the NMC fraction's spread between volumes on two seeds (up
-to 5.3 pp off in one volume). At weight 1 the contacts fell further and the network moved back
-(seeds 2 and 3): its changes do not follow the weight, so it stays off.
+the NMC excess by 40-45 % (to ~2x the slice's), lowered the NMC tortuosity median by 5-20 % on
+four seeds of five (measured again at stop 37 with the corrected sampling statistics: three of
+five within 15 % of the truth's, as without it), inside the spread between seeds, and widened
+the NMC fraction's spread between volumes on two seeds (up to 5.3 pp off in one volume). Weights
+0.1 and 1 move the network like 0.3, not in proportion to the weight, so it stays off.
 
 Shapes: volumes (B, C, Z, Y, X) of soft phase probabilities; images (H, W) of labels.
 """
