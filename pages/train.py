@@ -23,6 +23,11 @@ PRESET_HELP = ("quick: a small network, about 10 CPU minutes (a first look). sta
                "published 64 px window with narrow networks, about 40 CPU minutes. paper: the "
                "published v1.1 recipe; needs a GPU and hours. No preset is yet shown to give "
                "simulation-grade 3D volumes: check them against real 3D data (matgen validate).")
+SEED_HELP = ("The random start of training. The same image, settings and seed train the same "
+             "model again (on a CPU); another seed trains another one. For SliceGAN the 3D "
+             "network of a phase (its tortuosity) differs more between seeds than between "
+             "settings: train two or three seeds and compare their volumes before you simulate "
+             "transport (README, Presets and what they give).")
 # Main hyperparameters offered in the form (when the model has them), with their labels.
 MAIN_KEYS = {
     "lr": "Learning rate", "lr_g": "Generator learning rate", "lr_d": "Critic learning rate",
@@ -112,6 +117,7 @@ def show_run(run_dir: Path) -> None:
     active = job is not None and job.active
     st.subheader(f"Run `{run_dir.name}`")
     st.caption(f"{MODEL_LABELS.get(info.model, info.model)} | preset {runs.recipe(config)} | "
+               f"seed {config.get('seed', 0)} | "
                f"{_ui.KIND_NAMES.get(info.kind, info.kind)}"
                + (f", {info.n_phases} phases" if info.kind == "nphase" else "")
                + f" | created {info.created.replace('T', ' ')} | folder {run_dir}")
@@ -231,7 +237,7 @@ def new_run_form(ds) -> None:
     defaults = model_presets[preset]
     if defaults.get("description"):
         c2.caption(defaults["description"])
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     steps = c1.number_input("Steps", min_value=1, value=int(defaults.get("steps", 500)), step=50,
                             key=f"new_steps_{model}_{preset}",
                             help="Generator updates. Training can be stopped and resumed.")
@@ -239,6 +245,8 @@ def new_run_form(ds) -> None:
                               step=5.0, key="new_minutes")
     device = c3.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="new_device",
                           help="auto uses a GPU when there is one.")
+    seed = c4.number_input("Training seed", min_value=0, max_value=2**31 - 1, value=0,
+                           key="new_seed", help=SEED_HELP)
     overrides = {}
     with st.expander("Hyperparameters"):
         cols = st.columns(3)
@@ -290,7 +298,8 @@ def new_run_form(ds) -> None:
                 busy = ", ".join(j.run_dir.name for j in mgr.running())
                 raise MatgenInputError(f"A training job is already running ({busy}); stop it "
                                        f"or wait for it to finish before starting another.")
-            runs.create_run(run_dir, model, ds, preset=preset, overrides=overrides)
+            runs.create_run(run_dir, model, ds, preset=preset, overrides=overrides,
+                            seed=int(seed))
             mgr.start(run_dir, steps=int(steps), max_minutes=float(minutes) or None, device=device,
                       owner=session_token())
         except MatgenInputError as err:

@@ -357,6 +357,30 @@ def test_train_for_phase_fraction_control_checkbox(home):
     assert figs, "no fraction-difference chart"
 
 
+def test_train_page_trains_the_chosen_seed(home):
+    """The Train page's seed reaches the run (another seed is another model: the 3D network
+    differs more between seeds than between settings, docs/fidelity.md), and the run says it."""
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    check(at)
+    at.text_area(key="new_extra").set_value(json.dumps(TINY))
+    at.number_input(key="new_steps_slicegan_quick").set_value(2)
+    at.number_input(key="new_seed").set_value(7)
+    at.button(key="start_btn").click().run()
+    check(at)
+    run_dir = Path(at.session_state["run_dir"])
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 7
+    for _ in range(240):
+        time.sleep(0.5)
+        at.run()
+        check(at)
+        bar = at.get("progress")
+        if bar and bar[0].proto.text.startswith("Finished"):
+            break
+    assert bar[0].proto.text.startswith("Finished: step 2 / 2"), bar[0].proto.text
+    assert "| seed 7 |" in texts(at)
+
+
 def test_analyze_headline_says_under_trained(home, monkeypatch):
     """A 2-step run, calibrated to the training fractions: the fractions match by construction,
     yet the Analyze headline says the generator is under-trained (from S2 / surface area /
