@@ -48,6 +48,21 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+def follow_until_finished(at: AppTest, polls: int = 240) -> str:
+    """Rerun the page as the browser's timer would until the run's progress says it finished
+    (at most ``polls`` reruns, 0.5 s apart); returns the progress text."""
+    text = ""
+    for _ in range(polls):
+        time.sleep(0.5)
+        at.run()
+        check(at)
+        bar = at.get("progress")
+        text = bar[0].proto.text if bar else ""
+        if text.startswith("Finished"):
+            break
+    return text
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -345,14 +360,8 @@ def test_train_for_phase_fraction_control_checkbox(home):
     run_dir = Path(at.session_state["run_dir"])
     mc = json.loads((run_dir / "config.json").read_text())["model_config"]
     assert mc["conditional"] is True and mc["fraction_range"] == pytest.approx(0.08)
-    for _ in range(240):
-        time.sleep(0.5)
-        at.run()
-        check(at)
-        bar = at.get("progress")
-        if bar and bar[0].proto.text.startswith("Finished"):
-            break
-    assert bar[0].proto.text.startswith("Finished: step 3 / 3"), bar[0].proto.text
+    progress = follow_until_finished(at)
+    assert progress.startswith("Finished: step 3 / 3"), progress
     figs = [c for c in at.get("plotly_chart") if "Phase-fraction difference" in c.proto.spec]
     assert figs, "no fraction-difference chart"
 
@@ -370,14 +379,8 @@ def test_train_page_trains_the_chosen_seed(home):
     check(at)
     run_dir = Path(at.session_state["run_dir"])
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 7
-    for _ in range(240):
-        time.sleep(0.5)
-        at.run()
-        check(at)
-        bar = at.get("progress")
-        if bar and bar[0].proto.text.startswith("Finished"):
-            break
-    assert bar[0].proto.text.startswith("Finished: step 2 / 2"), bar[0].proto.text
+    progress = follow_until_finished(at)
+    assert progress.startswith("Finished: step 2 / 2"), progress
     assert "| seed 7 |" in texts(at)
 
 
