@@ -211,9 +211,9 @@ def main(argv=None) -> int:
             summaries = []
             for corner, crop in corner_crops(truth, args.size):
                 rep = validation.validate(crop, truth, cache=cache, **val_args)
-                label = "octant " + ",".join(map(str, corner))
+                label = "at " + ",".join(map(str, corner))  # the octant's corner (z, y, x)
                 if not args.quiet:
-                    print(f"\n{case}, the truth's own {label}:\n{validation.format_table(rep)}", flush=True)
+                    print(f"\n{case}, the truth's own octant {label}:\n{validation.format_table(rep)}", flush=True)
                 lines.append(summary_line(case, "truth", None, None, None, None, label, rep))
                 summaries.append(rep["summary"])
                 results.append({"case": case, "truth": desc, "variant": "truth octant",
