@@ -182,8 +182,8 @@ def test_cache_reuses_the_truth_measurements():
 
 
 @pytest.mark.slow
-def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
-    """bench/bench_fidelity.py with a tiny budget: trains, generates raw + calibrated, validates."""
+def bench_fidelity():
+    """bench/bench_fidelity.py as a module (bench/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
@@ -191,6 +191,12 @@ def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_fidelity", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
+    """bench/bench_fidelity.py with a tiny budget: trains, generates raw + calibrated, validates."""
+    bench = bench_fidelity()
     tiny = [f"--set={k}={json.dumps(v)}" for k, v in TINY_SLICEGAN.items()]
     rc = bench.main(["--cases", "aniso", "--steps", "3", "--size", "32", "--truth-size", "48",
                      "--no-tortuosity", "--threads", "1", "--gen-seeds", "1,2",
@@ -214,13 +220,7 @@ def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
 def test_bench_fidelity_scores_the_truths_own_octants(tmp_path, capsys):
     """--truth-octants scores the truth's eight corner crops like generated volumes: an octant of
     a stationary GRF matches the whole within sampling error, and each report is that crop's."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_fidelity.py"
-    spec = importlib.util.spec_from_file_location("bench_fidelity", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_fidelity()
     rc = bench.main(["--cases", "grf2", "--seeds", "", "--size", "32", "--truth-size", "64",
                      "--no-tortuosity", "--truth-octants", "--quiet", "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
