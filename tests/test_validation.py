@@ -181,7 +181,6 @@ def test_cache_reuses_the_truth_measurements():
     assert len(cache) == 6
 
 
-@pytest.mark.slow
 def bench_fidelity():
     """bench/bench_fidelity.py as a module (bench/ is not a package)."""
     import importlib.util
@@ -194,6 +193,7 @@ def bench_fidelity():
     return bench
 
 
+@pytest.mark.slow
 def test_bench_fidelity_runs_end_to_end(tmp_path, capsys):
     """bench/bench_fidelity.py with a tiny budget: trains, generates raw + calibrated, validates."""
     bench = bench_fidelity()
